@@ -1,0 +1,86 @@
+// ORT sessions built from graphs of the graph builder.
+//
+// A session keeps a set of bound inputs (frozen weights) that it adds to every run, so callers
+// pass only the per-run inputs. Bound inputs are not copied by ORT on each run: the tensors
+// wrap the JavaScript buffers directly.
+
+import * as ort from "onnxruntime-node";
+import type { Graph } from "../graph/graph.js";
+import { toOnnxBytes } from "../graph/onnx.js";
+import type { DType, TypedArray } from "../graph/types.js";
+
+export type Feeds = Record<string, ort.Tensor>;
+
+export interface SessionOptions {
+  /** Inputs bound once and added to every run, keyed by graph input name. */
+  bound?: Feeds;
+  /** Intra-op threads; ORT's default (one per core) when omitted. */
+  threads?: number;
+  /** Directory that relative external-data paths resolve against. */
+  externalDataDir?: string;
+}
+
+export class Session {
+  private constructor(
+    private readonly inner: ort.InferenceSession,
+    private readonly bound: Feeds,
+    readonly outputNames: readonly string[],
+  ) {}
+
+  static async create(graph: Graph, options: SessionOptions = {}): Promise<Session> {
+    const bound = options.bound ?? {};
+    const inputNames = new Set(graph.inputs.map((t) => t.name));
+    for (const name of Object.keys(bound)) {
+      if (!inputNames.has(name))
+        throw new Error(`bound input ${name} is not an input of ${graph.name}`);
+    }
+    const sessionOptions: ort.InferenceSession.SessionOptions = {
+      graphOptimizationLevel: "all",
+      executionMode: "sequential",
+    };
+    if (options.threads !== undefined) sessionOptions.intraOpNumThreads = options.threads;
+    const inner = await ort.InferenceSession.create(toOnnxBytes(graph), sessionOptions);
+    return new Session(
+      inner,
+      bound,
+      graph.outputs.map((t) => t.name),
+    );
+  }
+
+  async run(feeds: Feeds, outputs?: string[]): Promise<Record<string, ort.Tensor>> {
+    const all = { ...this.bound, ...feeds };
+    return outputs === undefined ? this.inner.run(all) : this.inner.run(all, outputs);
+  }
+
+  /** Frees ORT's memory now instead of at garbage collection. */
+  async release(): Promise<void> {
+    await this.inner.release();
+  }
+}
+
+const ORT_TYPES: Partial<Record<DType, ort.Tensor.Type>> = {
+  float32: "float32",
+  float64: "float64",
+  int64: "int64",
+  int32: "int32",
+  bool: "bool",
+  float16: "float16",
+};
+
+/** Wraps a typed array as an ORT tensor without copying. */
+export function tensor(dtype: DType, data: TypedArray, dims: readonly number[]): ort.Tensor {
+  const type = ORT_TYPES[dtype];
+  if (type === undefined) throw new Error(`element type ${dtype} cannot cross into ORT from Node`);
+  return new ort.Tensor(type, data as never, dims);
+}
+
+export function int64Tensor(
+  values: readonly number[] | BigInt64Array,
+  dims: readonly number[],
+): ort.Tensor {
+  const data =
+    values instanceof BigInt64Array ? values : BigInt64Array.from(values, (v) => BigInt(v));
+  return new ort.Tensor("int64", data, dims);
+}
+
+export { ort };
