@@ -1,7 +1,7 @@
 // Lowering of a recorded Graph to an ONNX ModelProto (IR 8, opset 18 plus ORT's
 // com.microsoft domain for the contrib ops the builder uses).
 
-import { onnx } from "onnx-proto";
+import { onnx } from "./onnx-proto.js";
 import type { Attribute, Graph, Tensor } from "./graph.js";
 import { onnxDataType, type DType, type TypedArray } from "./types.js";
 

@@ -125,6 +125,8 @@ export const log = (x: Tensor) => unary("Log", x);
 export const sqrt = (x: Tensor) => unary("Sqrt", x);
 export const reciprocal = (x: Tensor) => unary("Reciprocal", x);
 export const tanh = (x: Tensor) => unary("Tanh", x);
+export const cos = (x: Tensor) => unary("Cos", x);
+export const sin = (x: Tensor) => unary("Sin", x);
 export const sigmoid = (x: Tensor) => unary("Sigmoid", x);
 export const abs = (x: Tensor) => unary("Abs", x);
 export const relu = (x: Tensor) => unary("Relu", x);

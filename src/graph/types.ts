@@ -1,6 +1,6 @@
 // Element types and shapes shared by the graph builder, the ONNX lowering and the runtime.
 
-import { onnx } from "onnx-proto";
+import { onnx } from "./onnx-proto.js";
 
 export type DType = "float32" | "float64" | "float16" | "bfloat16" | "int64" | "int32" | "bool";
 
