@@ -12,7 +12,14 @@ export type RopeScaling =
       originalMaxPositionEmbeddings: number;
     };
 
-export type Architecture = "LlamaForCausalLM" | "MistralForCausalLM" | "Qwen2ForCausalLM";
+/** The `architectures[0]` values that midpo can run; `load-config.ts` holds each one's defaults. */
+export const SUPPORTED_ARCHITECTURES = [
+  "LlamaForCausalLM",
+  "MistralForCausalLM",
+  "Qwen2ForCausalLM",
+] as const;
+
+export type Architecture = (typeof SUPPORTED_ARCHITECTURES)[number];
 
 export interface ModelConfig {
   architecture: Architecture;
@@ -28,12 +35,18 @@ export interface ModelConfig {
   ropeTheta: number;
   ropeScaling: RopeScaling | null;
   maxPositionEmbeddings: number;
+  /**
+   * Sliding-window attention width in tokens, or null when every layer attends to all earlier
+   * positions. midpo implements full causal attention only, which equals sliding-window attention
+   * for sequences of at most this many tokens, so the forward pass must reject longer ones.
+   */
+  slidingWindow: number | null;
   tieWordEmbeddings: boolean;
-  /** Bias on q_proj, k_proj and v_proj (always true for Qwen2, `attention_bias` otherwise). */
+  /** Bias on q_proj, k_proj and v_proj: always on Qwen2, never on Mistral, `attention_bias` on Llama. */
   attentionQkvBias: boolean;
-  /** Bias on o_proj (`attention_bias` on Llama; never on Qwen2). */
+  /** Bias on o_proj: `attention_bias` on Llama, never on Mistral or Qwen2. */
   attentionOutBias: boolean;
-  /** Bias on gate_proj, up_proj and down_proj (`mlp_bias` on Llama). */
+  /** Bias on gate_proj, up_proj and down_proj: `mlp_bias` on Llama, never on Mistral or Qwen2. */
   mlpBias: boolean;
   hiddenAct: "silu";
   bosTokenId: number | null;
