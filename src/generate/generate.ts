@@ -1,0 +1,188 @@
+// Batched autoregressive generation with a KV cache.
+//
+// Prompts are left-padded so that every row's next token comes from the last position. The
+// cache lives in JavaScript buffers laid out [position, batch, kv_head, head_dim]: each step
+// feeds the filled prefix as a view (no copy) and appends the step's new entries.
+
+import type { CausalLM } from "../model/causal-lm.js";
+import { int64Tensor, tensor, type Feeds } from "../runtime/session.js";
+import { Rng, sampleToken, type SamplingOptions } from "./sampling.js";
+
+export interface GenerateOptions extends SamplingOptions {
+  maxNewTokens: number;
+  seed: number;
+  /** Generation of a row ends after any of these tokens (not included in the result). */
+  eosTokenIds: number[];
+  /** Generation of a row ends when its decoded text contains one of these (cut before it). */
+  stopStrings?: string[];
+  /** Turns generated ids into text; needed for stop strings. */
+  decode?: (ids: number[]) => string;
+  /** Called for every accepted token, in order, for streaming. */
+  onToken?: (row: number, id: number) => void;
+  /** Token id written into padding positions; any id in the vocabulary works. */
+  padTokenId?: number;
+}
+
+export type FinishReason = "eos" | "stop" | "length";
+
+export interface Generation {
+  tokens: number[];
+  finishReason: FinishReason;
+  /** The decoded text, cut before a stop string; present when `decode` was given. */
+  text?: string;
+}
+
+interface RowState {
+  tokens: number[];
+  seen: number[];
+  done: boolean;
+  finishReason: FinishReason;
+  text?: string;
+}
+
+class KvCache {
+  readonly keys: Float32Array[];
+  readonly values: Float32Array[];
+  /** Floats per position: batch * kvHeads * headDim. */
+  readonly stride: number;
+  length = 0;
+
+  constructor(
+    layers: number,
+    capacity: number,
+    readonly batch: number,
+    readonly kvHeads: number,
+    readonly headDim: number,
+  ) {
+    this.stride = batch * kvHeads * headDim;
+    this.keys = Array.from({ length: layers }, () => new Float32Array(capacity * this.stride));
+    this.values = Array.from({ length: layers }, () => new Float32Array(capacity * this.stride));
+  }
+
+  feeds(): Feeds {
+    const feeds: Feeds = {};
+    const dims = [this.length, this.batch, this.kvHeads, this.headDim];
+    const end = this.length * this.stride;
+    this.keys.forEach((k, l) => {
+      feeds[`past_key.${l}`] = tensor("float32", k.subarray(0, end), dims);
+      feeds[`past_value.${l}`] = tensor("float32", this.values[l].subarray(0, end), dims);
+    });
+    return feeds;
+  }
+
+  append(outputs: Record<string, { data: unknown }>, steps: number): void {
+    const offset = this.length * this.stride;
+    this.keys.forEach((k, l) => {
+      k.set(outputs[`key.${l}`].data as Float32Array, offset);
+      this.values[l].set(outputs[`value.${l}`].data as Float32Array, offset);
+    });
+    this.length += steps;
+  }
+}
+
+function checkStop(row: RowState, options: GenerateOptions): void {
+  if (!options.decode) return;
+  const text = options.decode(row.tokens);
+  row.text = text;
+  for (const stop of options.stopStrings ?? []) {
+    const at = stop === "" ? -1 : text.indexOf(stop);
+    if (at >= 0) {
+      row.text = text.slice(0, at);
+      row.done = true;
+      row.finishReason = "stop";
+      return;
+    }
+  }
+}
+
+/** Generates a continuation for each prompt (token ids), all in one batch. */
+export async function generate(
+  model: CausalLM,
+  prompts: number[][],
+  options: GenerateOptions,
+): Promise<Generation[]> {
+  const c = model.config;
+  const batch = prompts.length;
+  if (batch === 0) return [];
+  for (const p of prompts) {
+    if (p.length === 0) throw new Error("generate: a prompt has no tokens; it needs at least BOS");
+  }
+  model.checkIds(prompts);
+  const promptLength = Math.max(...prompts.map((p) => p.length));
+  model.checkLength(promptLength + options.maxNewTokens, "prompt plus max new tokens");
+
+  const session = await model.llamaSession({ output: "last-logits", kvCache: true });
+  const cache = new KvCache(
+    c.numHiddenLayers,
+    promptLength + options.maxNewTokens,
+    batch,
+    c.numKeyValueHeads,
+    c.headDim,
+  );
+  const rng = new Rng(options.seed);
+  const pad = options.padTokenId ?? 0;
+  const eos = new Set(options.eosTokenIds);
+  const rows: RowState[] = prompts.map((p) => ({
+    tokens: [],
+    seen: [...p],
+    done: false,
+    finishReason: "length",
+  }));
+
+  // Prefill: left-padded prompts, positions counted from each row's first real token.
+  const mask: number[][] = prompts.map((p) => [
+    ...new Array<number>(promptLength - p.length).fill(0),
+    ...new Array<number>(p.length).fill(1),
+  ]);
+  const nextPosition = prompts.map((p) => p.length);
+  let stepIds = prompts.map((p) => [...new Array<number>(promptLength - p.length).fill(pad), ...p]);
+  let stepPositions = prompts.map((p) => [
+    ...new Array<number>(promptLength - p.length).fill(0),
+    ...p.map((_, i) => i),
+  ]);
+
+  for (let step = 0; step < options.maxNewTokens; step++) {
+    const width = stepIds[0].length;
+    const out = await session.run({
+      ...cache.feeds(),
+      input_ids: int64Tensor(stepIds.flat(), [batch, width]),
+      attention_mask: int64Tensor(mask.flat(), [batch, cache.length + width]),
+      position_ids: int64Tensor(stepPositions.flat(), [batch, width]),
+    });
+    cache.append(out, width);
+
+    const logits = out.logits.data as Float32Array;
+    const vocab = logits.length / batch;
+    const next: number[] = [];
+    rows.forEach((row, r) => {
+      if (row.done) {
+        next.push(pad);
+        return;
+      }
+      const rowLogits = logits.slice(r * vocab, (r + 1) * vocab);
+      const id = sampleToken(rowLogits, row.seen, options, rng);
+      next.push(id);
+      if (eos.has(id)) {
+        row.done = true;
+        row.finishReason = "eos";
+        return;
+      }
+      row.tokens.push(id);
+      row.seen.push(id);
+      options.onToken?.(r, id);
+      checkStop(row, options);
+    });
+    if (rows.every((row) => row.done)) break;
+
+    stepIds = next.map((id) => [id]);
+    stepPositions = nextPosition.map((p) => [p]);
+    nextPosition.forEach((p, r) => (nextPosition[r] = p + 1));
+    mask.forEach((m) => m.push(1));
+  }
+
+  return rows.map((row) => ({
+    tokens: row.tokens,
+    finishReason: row.finishReason,
+    ...(options.decode ? { text: row.text ?? options.decode(row.tokens) } : {}),
+  }));
+}

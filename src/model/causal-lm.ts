@@ -1,0 +1,149 @@
+// A loaded causal language model: its config, its weights in memory, and the ORT sessions
+// that run it. Sessions are created on first use, one per graph variant, all sharing the same
+// weight buffers.
+
+import { MidpoError } from "../errors.js";
+import type { Graph } from "../graph/graph.js";
+import { Session, int64Tensor, tensor, type Feeds } from "../runtime/session.js";
+import type { ModelConfig } from "./config.js";
+import { buildLlamaGraph, weightSpecs, type LlamaGraphOptions } from "./llama.js";
+
+export type WeightMap = Map<string, Float32Array>;
+
+export interface LogprobsOptions {
+  /** Longest padded batch, in tokens (rows x padded length). */
+  maxBatchTokens?: number;
+}
+
+export class CausalLM {
+  private readonly sessions = new Map<string, Promise<Session>>();
+
+  constructor(
+    readonly config: ModelConfig,
+    readonly weights: WeightMap,
+    /** Where the model came from, for messages. */
+    readonly source: string,
+  ) {
+    for (const spec of weightSpecs(config)) {
+      const w = weights.get(spec.name);
+      if (w === undefined) throw new Error(`${source}: weight ${spec.name} is not loaded`);
+    }
+  }
+
+  /** The session for one graph variant, created on first use. */
+  session(key: string, build: () => Graph): Promise<Session> {
+    let s = this.sessions.get(key);
+    if (s === undefined) {
+      s = (async () => {
+        const graph = build();
+        const bound: Feeds = {};
+        for (const input of graph.inputs) {
+          const w = this.weights.get(input.name);
+          if (w !== undefined) bound[input.name] = tensor("float32", w, input.shape as number[]);
+        }
+        return Session.create(graph, { bound });
+      })();
+      this.sessions.set(key, s);
+    }
+    return s;
+  }
+
+  llamaSession(options: LlamaGraphOptions): Promise<Session> {
+    const key = `llama:${options.output}:${options.kvCache ? "cache" : "nocache"}`;
+    return this.session(key, () => buildLlamaGraph(this.config, options));
+  }
+
+  /** Rejects sequences the model cannot attend over. */
+  checkLength(length: number, what: string): void {
+    const max = this.config.maxPositionEmbeddings;
+    if (length > max) {
+      throw new MidpoError(
+        `${what} is ${length} tokens, longer than max_position_embeddings ${max} of ${this.source}; ` +
+          `shorten it or pass --truncate to keep its last ${max} tokens`,
+      );
+    }
+    const window = this.config.slidingWindow;
+    if (window !== null && length > window) {
+      throw new MidpoError(
+        `${what} is ${length} tokens, longer than sliding_window ${window} of ${this.source}; ` +
+          `sliding-window attention is not implemented, so shorten the input to ${window} tokens`,
+      );
+    }
+  }
+
+  /**
+   * Returns, for each sequence, log p(ids[t] | ids[<t]) for t = 1..n-1. Sequences are sorted
+   * by length and right-padded in batches, so padding costs little and never reaches a real
+   * token (attention is causal and padded keys are masked).
+   */
+  async tokenLogprobs(sequences: number[][], options: LogprobsOptions = {}): Promise<number[][]> {
+    const maxBatchTokens = options.maxBatchTokens ?? 4096;
+    const session = await this.llamaSession({ output: "token-logprobs" });
+    const order = sequences
+      .map((_, i) => i)
+      .sort((a, b) => sequences[b].length - sequences[a].length);
+    const results: number[][] = new Array(sequences.length);
+
+    let start = 0;
+    while (start < order.length) {
+      const longest = Math.max(sequences[order[start]].length, 1);
+      const rows = Math.max(1, Math.floor(maxBatchTokens / longest));
+      const batch = order.slice(start, start + rows);
+      start += batch.length;
+      const out = await this.runLogprobsBatch(
+        session,
+        batch.map((i) => sequences[i]),
+      );
+      batch.forEach((i, r) => {
+        results[i] = out[r];
+      });
+    }
+    return results;
+  }
+
+  private async runLogprobsBatch(session: Session, seqs: number[][]): Promise<number[][]> {
+    const width = Math.max(...seqs.map((s) => s.length));
+    if (width < 2) return seqs.map(() => []);
+    const n = seqs.length;
+    const ids = new BigInt64Array(n * width);
+    const mask = new BigInt64Array(n * width);
+    const positions = new BigInt64Array(n * width);
+    seqs.forEach((s, r) => {
+      for (let t = 0; t < width; t++) {
+        const real = t < s.length;
+        ids[r * width + t] = BigInt(real ? s[t] : 0);
+        mask[r * width + t] = real ? 1n : 0n;
+        positions[r * width + t] = BigInt(t);
+      }
+    });
+    this.checkIds(seqs);
+    const out = await session.run({
+      input_ids: int64Tensor(ids, [n, width]),
+      attention_mask: int64Tensor(mask, [n, width]),
+      position_ids: int64Tensor(positions, [n, width]),
+    });
+    const lp = out.token_logprobs.data as Float32Array;
+    return seqs.map((s, r) =>
+      Array.from(lp.subarray(r * (width - 1), r * (width - 1) + s.length - 1)),
+    );
+  }
+
+  /** Rejects token ids outside the embedding table, which ORT would not catch. */
+  checkIds(seqs: number[][]): void {
+    const vocab = this.config.vocabSize;
+    for (const s of seqs) {
+      for (const id of s) {
+        if (!Number.isInteger(id) || id < 0 || id >= vocab) {
+          throw new MidpoError(
+            `token id ${id} is outside the vocabulary of ${this.source} (0..${vocab - 1})`,
+          );
+        }
+      }
+    }
+  }
+
+  async release(): Promise<void> {
+    for (const s of this.sessions.values()) await (await s).release();
+    this.sessions.clear();
+  }
+}
