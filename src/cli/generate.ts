@@ -1,0 +1,99 @@
+// `midpo generate`: a streamed completion of one prompt.
+
+import { MidpoError } from "../errors.js";
+import { generate } from "../generate/generate.js";
+import type { SamplingOptions } from "../generate/sampling.js";
+import { loadModel } from "../model/load.js";
+import { formatSafeRlhfPrompt } from "../tokenize/chat.js";
+import type { Tokenizer } from "../tokenize/tokenizer.js";
+
+export interface GenerateCommandOptions extends SamplingOptions {
+  model: string;
+  prompt?: string;
+  promptIds?: number[];
+  template: "none" | "safe-rlhf" | "chat";
+  maxNewTokens: number;
+  seed: number;
+  stop: string[];
+  stream: boolean;
+  truncate: boolean;
+}
+
+function promptIds(options: GenerateCommandOptions, tokenizer: Tokenizer | undefined): number[] {
+  if (options.promptIds !== undefined) return options.promptIds;
+  if (options.prompt === undefined) {
+    throw new MidpoError("pass --prompt TEXT or --prompt-ids IDS");
+  }
+  if (tokenizer === undefined) {
+    throw new MidpoError(
+      `--prompt needs a tokenizer, but the model has no tokenizer.json; pass --prompt-ids instead`,
+    );
+  }
+  switch (options.template) {
+    case "none":
+      return tokenizer.encode(options.prompt);
+    case "safe-rlhf":
+      return tokenizer.encode(formatSafeRlhfPrompt([options.prompt], tokenizer.eosToken ?? ""));
+    case "chat": {
+      const text = tokenizer.applyChatTemplate([{ role: "user", content: options.prompt }], {
+        addGenerationPrompt: true,
+      });
+      // Chat templates write their own BOS where the model wants one.
+      return tokenizer.encode(text, { addSpecialTokens: false });
+    }
+  }
+}
+
+export async function runGenerate(options: GenerateCommandOptions): Promise<void> {
+  const { model, tokenizer } = await loadModel(options.model, "if-present");
+  if (options.stop.length > 0 && tokenizer === undefined) {
+    throw new MidpoError("--stop needs a tokenizer, but the model has no tokenizer.json");
+  }
+  let ids = promptIds(options, tokenizer);
+  const max = model.config.maxPositionEmbeddings;
+  if (ids.length + options.maxNewTokens > max && options.truncate) {
+    ids = ids.slice(Math.max(0, ids.length + options.maxNewTokens - max));
+  }
+
+  const eos = tokenizer?.eosTokenIds.length ? [...tokenizer.eosTokenIds] : model.config.eosTokenIds;
+  const decode = tokenizer
+    ? (t: readonly number[]) => tokenizer.decode(t, { skipSpecialTokens: true })
+    : undefined;
+  // Streamed text stays this many characters behind the decoded text, so that a stop string
+  // is recognised before any of it is printed. A trailing U+FFFD (an incomplete UTF-8
+  // character) is held back too.
+  const holdBack = Math.max(0, ...options.stop.map((s) => s.length - 1));
+  const generated: number[] = [];
+  let written = "";
+
+  const [result] = await generate(model, [ids], {
+    ...options,
+    eosTokenIds: eos,
+    padTokenId: model.config.padTokenId ?? eos[0] ?? 0,
+    stopStrings: options.stop,
+    decode,
+    onToken: (_row, id) => {
+      generated.push(id);
+      if (!options.stream) return;
+      if (decode === undefined) {
+        process.stdout.write(`${generated.length > 1 ? " " : ""}${id}`);
+        return;
+      }
+      const text = decode(generated);
+      let safe = text.length - holdBack;
+      if (text.endsWith("\uFFFD")) safe = Math.min(safe, text.length - 1);
+      if (safe > written.length && text.startsWith(written)) {
+        process.stdout.write(text.slice(written.length, safe));
+        written = text.slice(0, safe);
+      }
+    },
+  });
+
+  const final = result.text ?? result.tokens.join(" ");
+  if (!options.stream) process.stdout.write(final);
+  else if (decode !== undefined && final.startsWith(written)) {
+    process.stdout.write(final.slice(written.length));
+  }
+  process.stdout.write("\n");
+  await model.release();
+}

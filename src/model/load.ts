@@ -1,0 +1,59 @@
+// Loading a model directory (or hub id) into a CausalLM, with its tokenizer when it has one.
+
+import { existsSync } from "node:fs";
+import { join } from "node:path";
+import { MidpoError } from "../errors.js";
+import { resolveModel } from "../hub/resolve.js";
+import { Tokenizer } from "../tokenize/tokenizer.js";
+import { CausalLM, type WeightMap } from "./causal-lm.js";
+import { weightSpecs } from "./llama.js";
+import { loadConfig } from "./load-config.js";
+import { SafetensorsCheckpoint } from "./safetensors-checkpoint.js";
+
+export interface LoadedModel {
+  model: CausalLM;
+  /** Undefined when the directory has no tokenizer.json (inputs must then be token ids). */
+  tokenizer: Tokenizer | undefined;
+  directory: string;
+}
+
+/** Reads config.json and every weight (widened to float32) from a model directory. */
+export function loadCausalLM(dir: string): CausalLM {
+  const config = loadConfig(join(dir, "config.json"));
+  const checkpoint = SafetensorsCheckpoint.open(dir);
+  const weights: WeightMap = new Map();
+  for (const spec of weightSpecs(config)) {
+    weights.set(spec.name, checkpoint.readFloat32(spec.name, spec.shape));
+  }
+  return new CausalLM(config, weights, dir);
+}
+
+/** Rejects a tokenizer that can produce ids the model has no embedding for. */
+export function checkTokenizerFits(tokenizer: Tokenizer, model: CausalLM): void {
+  if (tokenizer.vocabSize > model.config.vocabSize) {
+    throw new MidpoError(
+      `the tokenizer in ${tokenizer.directory} has ${tokenizer.vocabSize} tokens but the model ` +
+        `${model.source} has vocab_size ${model.config.vocabSize}; use the tokenizer that was ` +
+        `trained with this model`,
+    );
+  }
+}
+
+/**
+ * Resolves `arg` (a directory or a hub id), then loads the model and, when `withTokenizer`
+ * is "if-present" or "required", its tokenizer.
+ */
+export async function loadModel(
+  arg: string,
+  withTokenizer: "required" | "if-present" | "no",
+): Promise<LoadedModel> {
+  const directory = await resolveModel(arg);
+  const model = loadCausalLM(directory);
+  let tokenizer: Tokenizer | undefined;
+  const hasTokenizer = existsSync(join(directory, "tokenizer.json"));
+  if (withTokenizer === "required" || (withTokenizer === "if-present" && hasTokenizer)) {
+    tokenizer = Tokenizer.fromDirectory(directory);
+    checkTokenizerFits(tokenizer, model);
+  }
+  return { model, tokenizer, directory };
+}
