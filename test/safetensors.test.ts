@@ -60,7 +60,7 @@ function writeBytes(name: string, bytes: Uint8Array | string): string {
   return path;
 }
 
-/** Runs `action` and returns the MidpoError it throws; fails the test on anything else. */
+/** Runs `action` and returns the MidpoError it throws. Anything else fails the test. */
 function midpoErrorOf(action: () => unknown): MidpoError {
   try {
     action();
@@ -526,7 +526,7 @@ describe("SafetensorsCheckpoint", () => {
     expect(error.message).toContain("shape [2], expected [1, 2]");
   });
 
-  it("keeps shard files in a subdirectory working", () => {
+  it("reads shards from a subdirectory", () => {
     mkdirSync(join(dir, "weights"));
     writeSafetensors(join(dir, "weights", "part.safetensors"), { a: f32(1) });
     writeBytes(

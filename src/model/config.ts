@@ -12,7 +12,7 @@ export type RopeScaling =
       originalMaxPositionEmbeddings: number;
     };
 
-/** The `architectures[0]` values that midpo can run; `load-config.ts` holds each one's defaults. */
+/** The `architectures[0]` values that midpo can run. Their defaults are in `load-config.ts`. */
 export const SUPPORTED_ARCHITECTURES = [
   "LlamaForCausalLM",
   "MistralForCausalLM",

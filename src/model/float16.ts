@@ -35,7 +35,7 @@ function widenFloat16Bits(bits: number): number {
     return sign >>> 0;
   }
 
-  // Subnormal binary16 (mantissa * 2^-24) is a normal float32: shift the leading 1 into the
+  // A subnormal binary16 (mantissa * 2^-24) is a normal float32. Shift the leading 1 into the
   // implicit-bit position and lower the exponent by the same amount.
   let shift = 0;
   let normalized = mantissa;
@@ -47,7 +47,7 @@ function widenFloat16Bits(bits: number): number {
   return (sign | (float32Exponent << 23) | ((normalized & 0x3ff) << 13)) >>> 0;
 }
 
-/** Widens binary16 bit patterns to float32 values; every value, including NaN, maps exactly. */
+/** Widens binary16 bit patterns to float32 values. Every value, including NaN, maps exactly. */
 export function float16BitsToFloat32(bits: Uint16Array): Float32Array {
   const table = float16ToFloat32BitsTable();
   const out = new Float32Array(bits.length);
@@ -74,8 +74,8 @@ function narrowToFloat16Bits(float32Bits: number): number {
   const mantissa = float32Bits & 0x7fffff;
 
   if (exponent === 0xff) {
-    // Infinity stays infinity; NaN keeps its top payload bits and is forced quiet so that
-    // truncating the payload cannot turn it into infinity.
+    // Infinity stays infinity. NaN keeps its top payload bits and gets the quiet bit, so that
+    // dropping the low payload bits cannot turn it into infinity.
     const nanBits = mantissa === 0 ? 0 : 0x200 | (mantissa >>> 13);
     return sign | 0x7c00 | nanBits;
   }
@@ -94,7 +94,7 @@ function narrowToFloat16Bits(float32Bits: number): number {
     const significand = mantissa | 0x800000;
     const shift = 14 - halfExponent;
     const rounded = roundShiftRightEven(significand, shift);
-    // A carry out of the top subnormal gives 0x400, which is the smallest normal: still correct.
+    // A carry out of the largest subnormal gives 0x400, the smallest normal, which is correct.
     return sign | rounded;
   }
 
@@ -114,7 +114,10 @@ function roundShiftRightEven(value: number, shift: number): number {
   return truncated + (roundUp ? 1 : 0);
 }
 
-/** Rounds float32 values to binary16 bit patterns (to nearest, ties to even; overflow to inf). */
+/**
+ * Rounds float32 values to binary16 bit patterns, to nearest with ties to even. Magnitudes of
+ * 65520 and more round to infinity.
+ */
 export function float32ToFloat16Bits(values: Float32Array): Uint16Array {
   const inBits = new Uint32Array(values.buffer, values.byteOffset, values.length);
   const out = new Uint16Array(values.length);
@@ -124,7 +127,7 @@ export function float32ToFloat16Bits(values: Float32Array): Uint16Array {
   return out;
 }
 
-/** Rounds float32 values to bfloat16 bit patterns (to nearest, ties to even; NaN stays NaN). */
+/** Rounds float32 values to bfloat16 bit patterns, to nearest with ties to even. */
 export function float32ToBfloat16Bits(values: Float32Array): Uint16Array {
   const inBits = new Uint32Array(values.buffer, values.byteOffset, values.length);
   const out = new Uint16Array(values.length);

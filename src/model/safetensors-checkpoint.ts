@@ -80,8 +80,8 @@ export class SafetensorsCheckpoint {
       if (!shard.has(name)) {
         throw new MidpoError(
           `${indexPath} maps tensor "${name}" to ${shard.path}, but that shard does not contain ` +
-            `it. The index and the shards come from different downloads; download the checkpoint ` +
-            `again.`,
+            `it. The index and the shards come from different downloads. Download the ` +
+            `checkpoint again.`,
         );
       }
       fileByTensor.set(name, shard);
@@ -89,7 +89,7 @@ export class SafetensorsCheckpoint {
     return new SafetensorsCheckpoint(directory, [...shards.values()], fileByTensor);
   }
 
-  /** Tensor names: header order for one file, index order for shards. */
+  /** Tensor names, in header order for one file and in index order for shards. */
   names(): string[] {
     return [...this.fileByTensor.keys()];
   }
@@ -98,7 +98,7 @@ export class SafetensorsCheckpoint {
     return this.fileByTensor.has(name);
   }
 
-  /** Returns the file, dtype, shape and byte range of `name`; throws MidpoError when absent. */
+  /** Returns the file, dtype, shape and byte range of `name`. Throws MidpoError when absent. */
   info(name: string): TensorInfo {
     return this.fileFor(name).info(name);
   }
@@ -183,10 +183,10 @@ function noCheckpointFound(directory: string): MidpoError {
   }
   const found =
     others.length > 0
-      ? ` It contains ${others.join(", ")}; pass the path of one of those files instead.`
+      ? ` It contains ${others.join(", ")}. To read one of those, pass its path instead.`
       : "";
   return new MidpoError(
     `No ${SAFETENSORS_SINGLE_FILE} or ${SAFETENSORS_INDEX_FILE} in ${directory}.${found} ` +
-      `Download the checkpoint's safetensors weights; .bin and .pth weights are not supported.`,
+      `Download the checkpoint's safetensors weights, because .bin and .pth are not supported.`,
   );
 }

@@ -57,13 +57,13 @@ export type SafetensorsDtype = keyof typeof DTYPE_BYTES;
 
 const DTYPE_NAMES = Object.keys(DTYPE_BYTES) as SafetensorsDtype[];
 
-/** The safetensors reference implementation rejects headers above 100 MB; so does this one. */
+/** Header size limit of the safetensors reference implementation, which this reader shares. */
 const MAX_HEADER_BYTES = 100_000_000;
 
-/** Largest single read or write; libuv rejects requests of 2 GiB and more. */
+/** Largest single read or write. Node 20's fs.readSync and fs.writeSync reject 2 GiB or more. */
 const MAX_IO_CHUNK_BYTES = 1 << 30;
 
-/** Where one tensor sits in a safetensors file. */
+/** Location of one tensor: its file, dtype, shape and byte range. */
 export interface TensorInfo {
   name: string;
   /** Absolute path of the file that contains the tensor. */
@@ -139,7 +139,7 @@ export class SafetensorsFile {
     private readonly tensors: Map<string, TensorInfo>,
   ) {}
 
-  /** Reads and validates the header of `path`; tensor data is read later, one tensor at a time. */
+  /** Reads and validates the header of `path`. Tensor data is read later, one tensor at a time. */
   static open(path: string): SafetensorsFile {
     assertLittleEndianHost();
     const absolutePath = resolve(path);
@@ -206,7 +206,7 @@ export class SafetensorsFile {
     return this.tensors.has(name);
   }
 
-  /** Returns the dtype, shape and byte range of `name`; throws MidpoError when it is absent. */
+  /** Returns the dtype, shape and byte range of `name`. Throws MidpoError when it is absent. */
   info(name: string): TensorInfo {
     const info = this.tensors.get(name);
     if (info === undefined) {
@@ -230,8 +230,8 @@ export class SafetensorsFile {
 }
 
 function assertLittleEndianHost(): void {
-  // NOTE: tensor data is viewed through typed arrays without byte swapping, which is correct only
-  // on little-endian hosts; no big-endian Node platform has been tested.
+  // Safetensors data is little-endian and typed arrays use the host byte order. Rejecting
+  // big-endian hosts is simpler than byte-swapping every tensor.
   if (endianness() !== "LE") {
     throw new Error("midpo reads and writes safetensors only on little-endian hosts");
   }
@@ -263,8 +263,8 @@ function readExactly(fd: number, path: string, target: Uint8Array, position: num
     if (bytesRead === 0) {
       throw new MidpoError(
         `${path} ended at byte ${position + done} while ${target.length} bytes were being read ` +
-          `from byte ${position}. The file was truncated or changed while open; ` +
-          `download or write it again.`,
+          `from byte ${position}. The file was truncated or changed while open. ` +
+          `Download or write it again.`,
       );
     }
     done += bytesRead;
@@ -318,7 +318,7 @@ function parseTensorEntry(
 ): TensorInfo {
   const fail = (detail: string): MidpoError =>
     new MidpoError(
-      `${path}: tensor "${name}" ${detail}. The file is corrupt; download or write it again.`,
+      `${path}: tensor "${name}" ${detail}. The file is corrupt. Download or write it again.`,
     );
   if (typeof entry !== "object" || entry === null || Array.isArray(entry)) {
     throw fail(`must be an object with dtype, shape and data_offsets, got ${describeJson(entry)}`);
