@@ -2,7 +2,7 @@
 // per finished file, so that CI logs stay readable.
 
 import { SingleBar } from "cli-progress";
-import { pino, type Logger } from "pino";
+import type { Logger } from "pino";
 
 export interface FileProgress {
   /** Records the number of bytes of the file now on disk, resumed bytes included. */
@@ -16,14 +16,6 @@ export interface FileProgress {
 export interface ProgressReporter {
   /** Starts reporting one file. `resumedBytes` were already on disk from an earlier attempt. */
   start(file: string, totalBytes: number | undefined, resumedBytes: number): FileProgress;
-}
-
-let defaultLogger: Logger | undefined;
-
-/** Returns the logger used when the caller passes none: pino, writing JSON lines to stderr. */
-export function hubLogger(): Logger {
-  defaultLogger ??= pino({ name: "midpo" }, pino.destination(2));
-  return defaultLogger;
 }
 
 /** Files smaller than this finish too fast for a bar to be useful, so they get a log line. */

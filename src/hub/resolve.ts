@@ -7,6 +7,7 @@ import { readFile, stat } from "node:fs/promises";
 import { join, resolve as resolvePath } from "node:path";
 import type { Logger } from "pino";
 import { MidpoError } from "../errors.js";
+import { log } from "../log.js";
 import {
   assertSafeRepoPath,
   OPTIONAL_FILES,
@@ -22,7 +23,7 @@ import {
   resolveUrl,
   type HubContext,
 } from "./http.js";
-import { createProgressReporter, hubLogger, type ProgressReporter } from "./progress.js";
+import { createProgressReporter, type ProgressReporter } from "./progress.js";
 import { hubSettings, type HubSettingOverrides } from "./settings.js";
 import { downloadBlob } from "./transfer.js";
 
@@ -35,6 +36,7 @@ export interface ResolveModelOptions extends HubSettingOverrides {
   retries?: number;
   /** Draw a progress bar. Default: when stderr is a terminal. */
   progressBar?: boolean;
+  /** Logger for download lines and warnings. Default: the project logger in src/log.ts. */
   logger?: Logger;
 }
 
@@ -66,7 +68,7 @@ export async function resolveModel(
   const { repoId, revision } = parseHubId(model, options.revision);
   const settings = hubSettings(options);
   const cache = new RepoCache(settings.cacheDir, repoId);
-  const logger = options.logger ?? hubLogger();
+  const logger = options.logger ?? log;
   const context: HubContext = { settings, repoId, revision };
 
   if (settings.offline || !options.refresh) {
