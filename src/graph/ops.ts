@@ -125,6 +125,7 @@ export const log = (x: Tensor) => unary("Log", x);
 export const sqrt = (x: Tensor) => unary("Sqrt", x);
 export const reciprocal = (x: Tensor) => unary("Reciprocal", x);
 export const tanh = (x: Tensor) => unary("Tanh", x);
+export const softplus = (x: Tensor) => unary("Softplus", x);
 export const cos = (x: Tensor) => unary("Cos", x);
 export const sin = (x: Tensor) => unary("Sin", x);
 export const sigmoid = (x: Tensor) => unary("Sigmoid", x);
@@ -166,41 +167,62 @@ export function where(cond: Tensor, a: Tensor, b: Tensor): Tensor {
 
 /** Numpy-style matmul of the last two dimensions with broadcast batch dimensions. */
 export function matmul(a: Tensor, b: Tensor): Tensor {
-  return matmulLike("MatMul", a, b, false, {}, "");
+  return matmulEx(a, b, { transA: false, transB: false });
 }
 
 /**
- * a @ b^T without materialising the transpose (ORT's com.microsoft FusedMatMul). Linear
- * layers use it with Hugging Face's [out, in] weights as they are stored.
+ * a @ b^T without materialising the transpose. Linear layers use it with Hugging Face's
+ * [out, in] weights as they are stored.
  */
 export function matmulTransB(a: Tensor, b: Tensor): Tensor {
-  return matmulLike("FusedMatMul", a, b, true, { transB: { int: 1 } }, "com.microsoft");
+  return matmulEx(a, b, { transA: false, transB: true });
 }
 
-function matmulLike(
-  op: string,
+/**
+ * op(a) @ op(b), where op transposes the last two axes when asked. Float32 uses ORT's
+ * com.microsoft FusedMatMul, which reads the operands transposed in place; ORT has no
+ * float64 FusedMatMul, so float64 (gradient checks) transposes explicitly and uses MatMul.
+ */
+export function matmulEx(
   a: Tensor,
   b: Tensor,
-  transB: boolean,
-  attributes: Record<string, Attribute>,
-  domain: string,
+  options: { transA: boolean; transB: boolean },
 ): Tensor {
+  const op = "MatMul";
   const dtype = requireSameDType(op, a, b);
-  if (a.rank < 1 || b.rank < 2) {
-    throw new Error(`${op}: ranks ${a.rank} and ${b.rank} are not supported`);
+  if (a.rank < 2 || b.rank < 2) {
+    throw new Error(`${op}: ranks ${a.rank} and ${b.rank} are not supported (need >= 2)`);
   }
-  const k = a.shape[a.rank - 1];
-  const bk = transB ? b.shape[b.rank - 1] : b.shape[b.rank - 2];
-  const n = transB ? b.shape[b.rank - 2] : b.shape[b.rank - 1];
+  const m = options.transA ? a.shape[a.rank - 1] : a.shape[a.rank - 2];
+  const k = options.transA ? a.shape[a.rank - 2] : a.shape[a.rank - 1];
+  const bk = options.transB ? b.shape[b.rank - 1] : b.shape[b.rank - 2];
+  const n = options.transB ? b.shape[b.rank - 2] : b.shape[b.rank - 1];
   if (typeof k === "number" && typeof bk === "number" && k !== bk) {
     throw new Error(
-      `${op}: inner dimensions differ, ${formatShape(a.shape)} and ${formatShape(b.shape)}`,
+      `${op}: inner dimensions differ, ${formatShape(a.shape)} and ${formatShape(b.shape)}` +
+        ` (transA ${options.transA}, transB ${options.transB})`,
     );
   }
   const batch = broadcastShapes(op, a.shape.slice(0, -2), b.shape.slice(0, -2));
-  const rows = a.rank >= 2 ? [a.shape[a.rank - 2]] : [];
-  const shape = [...batch, ...rows, n];
-  return graphOf(a).addNode(op, [a, b], [{ dtype, shape }], attributes, domain)[0];
+  const shape = [...batch, m, n];
+  const g = graphOf(a);
+
+  if (!options.transA && !options.transB) {
+    return g.addNode("MatMul", [a, b], [{ dtype, shape }])[0];
+  }
+  if (dtype === "float32") {
+    const attributes = {
+      transA: { int: options.transA ? 1 : 0 },
+      transB: { int: options.transB ? 1 : 0 },
+    };
+    return g.addNode("FusedMatMul", [a, b], [{ dtype, shape }], attributes, "com.microsoft")[0];
+  }
+  const swapLast = (t: Tensor) => {
+    const perm = t.shape.map((_, i) => i);
+    [perm[t.rank - 2], perm[t.rank - 1]] = [perm[t.rank - 1], perm[t.rank - 2]];
+    return transpose(t, perm);
+  };
+  return matmul(options.transA ? swapLast(a) : a, options.transB ? swapLast(b) : b);
 }
 
 // ---------------------------------------------------------------------------------------
@@ -409,4 +431,49 @@ export function constantOfShape(
   return g.addNode("ConstantOfShape", [shapeTensor], [{ dtype, shape: resultShape }], {
     value: { tensor: { dtype, values: [value] } },
   })[0];
+}
+
+/** Pads `x` along `axis` with `before` and `after` zeros (scalars or int64 [1] tensors). */
+export function padAxis(x: Tensor, axis: number, before: Tensor, after: Tensor): Tensor {
+  const a = normAxis("Pad", axis, x.rank);
+  const g = graphOf(x);
+  const pads = concat([before, after], 0);
+  const shape = [...x.shape];
+  shape[a] = g.fresh("dim");
+  return g.addNode("Pad", [x, pads, null, int64s(g, [a])], [{ dtype: x.dtype, shape }])[0];
+}
+
+/** A copy of `data` with `updates` added at `indices` along `axis` (ScatterElements, add). */
+export function scatterElementsAdd(
+  data: Tensor,
+  indices: Tensor,
+  updates: Tensor,
+  axis: number,
+): Tensor {
+  const a = normAxis("ScatterElements", axis, data.rank);
+  return graphOf(data).addNode(
+    "ScatterElements",
+    [data, indices, updates],
+    [{ dtype: data.dtype, shape: data.shape }],
+    { axis: { int: a }, reduction: { string: "add" } },
+  )[0];
+}
+
+/** Number of elements of x at run time, as an int64 scalar. */
+export function size(x: Tensor): Tensor {
+  return graphOf(x).addNode("Size", [x], [{ dtype: "int64", shape: [] }])[0];
+}
+
+/** Zeros of x's run-time shape and type. */
+export function zerosLike(x: Tensor): Tensor {
+  return constantOfShape(shapeOf(x), 0, x.dtype, x.shape);
+}
+
+/** Reshape to a run-time shape held in an int64 tensor. */
+export function reshapeTo(x: Tensor, shapeTensor: Tensor, resultShape: Shape): Tensor {
+  return graphOf(x).addNode(
+    "Reshape",
+    [x, shapeTensor],
+    [{ dtype: x.dtype, shape: resultShape }],
+  )[0];
 }
