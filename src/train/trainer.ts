@@ -1,0 +1,411 @@
+// The training loop shared by every stage (DPO experts, score models, the router): batching,
+// gradient accumulation, clipping, AdamW with a schedule, evaluation, atomic checkpoints,
+// exact resume, NaN detection, progress and a JSONL metrics log.
+//
+// A task supplies the trainable parameters and a function that runs one micro-batch
+// (forward, loss, gradients). The loop owns everything that must survive a crash: a
+// checkpoint holds the parameters, the optimizer moments, the RNG state and the position in
+// the data, so a resumed run takes exactly the steps an uninterrupted run would.
+
+import {
+  appendFileSync,
+  existsSync,
+  mkdirSync,
+  readFileSync,
+  readdirSync,
+  renameSync,
+  rmSync,
+  writeFileSync,
+} from "node:fs";
+import { join } from "node:path";
+import { MidpoError } from "../errors.js";
+import { Rng } from "../generate/sampling.js";
+import { log } from "../log.js";
+import { SafetensorsCheckpoint } from "../model/safetensors-checkpoint.js";
+import { writeSafetensors, type SafetensorsTensor } from "../model/safetensors.js";
+import { AdamW, clipGradNorm } from "./optimizer.js";
+import { Progress } from "./progress.js";
+import { learningRate, warmupStepsFromRatio, type ScheduleKind } from "./schedule.js";
+
+export interface Param {
+  data: Float32Array;
+  dims: number[];
+}
+
+export interface TrainerOptions {
+  outDir: string;
+  epochs: number;
+  /** Stops after this many optimizer steps when set (overrides epochs). */
+  maxSteps?: number;
+  /** Examples per micro-batch. */
+  batchSize: number;
+  /** Micro-batches per optimizer step. */
+  gradAccum: number;
+  lr: number;
+  schedule: ScheduleKind;
+  warmupRatio: number;
+  weightDecay: number;
+  betas: [number, number];
+  eps: number;
+  /** Clip the global gradient norm to this value; 0 disables. */
+  maxGradNorm: number;
+  /** Evaluate every N optimizer steps (0: only at the end). */
+  evalEvery: number;
+  /** Checkpoint every N optimizer steps (0: only at the end). */
+  saveEvery: number;
+  /** Checkpoints kept on disk; older ones are deleted. */
+  keepCheckpoints: number;
+  seed: number;
+  /** Continue from the latest checkpoint in outDir. */
+  resume: boolean;
+  /** Hash of everything that must match for a resume to be valid (data, model, settings). */
+  runKey: string;
+}
+
+export type Metrics = Record<string, number>;
+
+export interface MicroBatchResult {
+  loss: number;
+  grads: Map<string, Float32Array>;
+  metrics: Metrics;
+}
+
+export interface TrainTask<E> {
+  params: Map<string, Param>;
+  train: E[];
+  eval: E[];
+  /** Length used to group examples of similar size into batches. */
+  lengthOf(example: E): number;
+  step(batch: E[], rng: Rng): Promise<MicroBatchResult>;
+  /** Metrics of a batch without updating anything. */
+  evaluate(batch: E[]): Promise<Metrics>;
+  /** Writes the trained model in its user-facing format (e.g. a PEFT adapter) into dir. */
+  save(dir: string): void;
+}
+
+interface TrainerState {
+  step: number;
+  epoch: number;
+  /** Index of the next micro-batch within the epoch. */
+  batchIndex: number;
+  rngState: number;
+  runKey: string;
+  totalSteps: number;
+}
+
+export interface TrainSummary {
+  steps: number;
+  seconds: number;
+  final: Metrics;
+  eval: Metrics | null;
+  outDir: string;
+}
+
+const STATE_FILE = "trainer_state.json";
+const PARAMS_FILE = "params.safetensors";
+const OPTIMIZER_FILE = "optimizer.safetensors";
+
+/**
+ * The micro-batches of one epoch: a seeded shuffle, then examples of similar length grouped
+ * into batches (sorted within windows of 50 batches), then the batches shuffled again, so
+ * padding stays small while batch order stays random.
+ */
+export function epochBatches(
+  lengths: number[],
+  batchSize: number,
+  seed: number,
+  epoch: number,
+): number[][] {
+  const rng = new Rng((seed * 1_000_003 + epoch * 7919 + 17) >>> 0);
+  const order = lengths.map((_, i) => i);
+  shuffle(order, rng);
+  const window = batchSize * 50;
+  const batches: number[][] = [];
+  for (let start = 0; start < order.length; start += window) {
+    const chunk = order.slice(start, start + window).sort((a, b) => lengths[a] - lengths[b]);
+    for (let i = 0; i < chunk.length; i += batchSize) batches.push(chunk.slice(i, i + batchSize));
+  }
+  shuffle(batches, rng);
+  return batches;
+}
+
+function shuffle<T>(items: T[], rng: Rng): void {
+  for (let i = items.length - 1; i > 0; i--) {
+    const j = Math.floor(rng.next() * (i + 1));
+    [items[i], items[j]] = [items[j], items[i]];
+  }
+}
+
+function checkpointDirs(outDir: string): { step: number; dir: string }[] {
+  if (!existsSync(outDir)) return [];
+  return readdirSync(outDir)
+    .map((name) => /^checkpoint-(\d+)$/.exec(name))
+    .filter((m): m is RegExpExecArray => m !== null)
+    .map((m) => ({ step: Number(m[1]), dir: join(outDir, m[0]) }))
+    .filter((c) => existsSync(join(c.dir, STATE_FILE)))
+    .sort((a, b) => a.step - b.step);
+}
+
+function meanMetrics(all: Metrics[]): Metrics {
+  const out: Metrics = {};
+  for (const m of all)
+    for (const [k, v] of Object.entries(m)) out[k] = (out[k] ?? 0) + v / all.length;
+  return out;
+}
+
+export class Trainer<E> {
+  private readonly optimizer: AdamW;
+  private state: TrainerState;
+  private readonly rng: Rng;
+  private readonly metricsPath: string;
+
+  constructor(
+    private readonly task: TrainTask<E>,
+    private readonly options: TrainerOptions,
+  ) {
+    const params: Record<string, Float32Array> = {};
+    for (const [name, p] of task.params) params[name] = p.data;
+    this.optimizer = new AdamW(params, {
+      lr: options.lr,
+      betas: options.betas,
+      eps: options.eps,
+      weightDecay: options.weightDecay,
+    });
+    this.rng = new Rng(options.seed);
+    this.metricsPath = join(options.outDir, "metrics.jsonl");
+    this.state = {
+      step: 0,
+      epoch: 0,
+      batchIndex: 0,
+      rngState: this.rng.getState(),
+      runKey: options.runKey,
+      totalSteps: this.totalSteps(),
+    };
+  }
+
+  private batchesPerEpoch(): number {
+    return Math.ceil(this.task.train.length / this.options.batchSize);
+  }
+
+  private totalSteps(): number {
+    const perEpoch = Math.floor(this.batchesPerEpoch() / this.options.gradAccum);
+    if (this.options.maxSteps !== undefined) return this.options.maxSteps;
+    return Math.max(1, perEpoch * this.options.epochs);
+  }
+
+  /** Restores the latest checkpoint when resuming; refuses to overwrite an earlier run. */
+  private prepareOutDir(): void {
+    const { outDir, resume } = this.options;
+    const checkpoints = checkpointDirs(outDir);
+    if (!resume) {
+      if (checkpoints.length > 0) {
+        throw new MidpoError(
+          `${outDir} already has checkpoints (latest: ${checkpoints.at(-1)!.dir}); ` +
+            `pass --resume to continue that run, or choose another --out`,
+        );
+      }
+      mkdirSync(outDir, { recursive: true });
+      writeFileSync(this.metricsPath, "");
+      return;
+    }
+    if (checkpoints.length === 0) {
+      log.info({ outDir }, "no checkpoint to resume from; starting a new run");
+      mkdirSync(outDir, { recursive: true });
+      writeFileSync(this.metricsPath, "");
+      return;
+    }
+    this.load(checkpoints.at(-1)!.dir);
+  }
+
+  private load(dir: string): void {
+    const state = JSON.parse(readFileSync(join(dir, STATE_FILE), "utf8")) as TrainerState;
+    if (state.runKey !== this.options.runKey) {
+      throw new MidpoError(
+        `checkpoint ${dir} belongs to a run with different data, model or settings; ` +
+          `rerun with the original arguments, or choose another --out to start over`,
+      );
+    }
+    const params = SafetensorsCheckpoint.open(join(dir, PARAMS_FILE));
+    for (const [name, p] of this.task.params) p.data.set(params.readFloat32(name, p.dims));
+    const moments = SafetensorsCheckpoint.open(join(dir, OPTIMIZER_FILE));
+    const expAvg: Record<string, Float32Array> = {};
+    const expAvgSq: Record<string, Float32Array> = {};
+    for (const [name, p] of this.task.params) {
+      expAvg[name] = moments.readFloat32(`exp_avg.${name}`, p.dims);
+      expAvgSq[name] = moments.readFloat32(`exp_avg_sq.${name}`, p.dims);
+    }
+    this.optimizer.loadState({ step: state.step, expAvg, expAvgSq });
+    this.rng.setState(state.rngState);
+    this.state = state;
+
+    // Drop log lines written after this checkpoint: the resumed run writes them again.
+    const kept = existsSync(this.metricsPath)
+      ? readFileSync(this.metricsPath, "utf8")
+          .split("\n")
+          .filter(
+            (line) => line !== "" && (JSON.parse(line) as { step: number }).step <= state.step,
+          )
+      : [];
+    writeFileSync(this.metricsPath, kept.map((l) => `${l}\n`).join(""));
+    log.info({ checkpoint: dir, step: state.step }, "resuming");
+  }
+
+  private saveCheckpoint(): string {
+    const { outDir } = this.options;
+    const finalDir = join(outDir, `checkpoint-${this.state.step}`);
+    const tmpDir = `${finalDir}.tmp-${process.pid}`;
+    rmSync(tmpDir, { recursive: true, force: true });
+    mkdirSync(tmpDir, { recursive: true });
+
+    const params: Record<string, SafetensorsTensor> = {};
+    for (const [name, p] of this.task.params)
+      params[name] = { dtype: "F32", shape: p.dims, data: p.data };
+    writeSafetensors(join(tmpDir, PARAMS_FILE), params);
+    const opt = this.optimizer.state();
+    const moments: Record<string, SafetensorsTensor> = {};
+    for (const [name, p] of this.task.params) {
+      moments[`exp_avg.${name}`] = { dtype: "F32", shape: p.dims, data: opt.expAvg[name] };
+      moments[`exp_avg_sq.${name}`] = { dtype: "F32", shape: p.dims, data: opt.expAvgSq[name] };
+    }
+    writeSafetensors(join(tmpDir, OPTIMIZER_FILE), moments);
+    this.task.save(tmpDir);
+    this.state.rngState = this.rng.getState();
+    writeFileSync(join(tmpDir, STATE_FILE), JSON.stringify(this.state, null, 2));
+
+    rmSync(finalDir, { recursive: true, force: true });
+    renameSync(tmpDir, finalDir);
+    for (const old of checkpointDirs(outDir).slice(0, -this.options.keepCheckpoints)) {
+      rmSync(old.dir, { recursive: true, force: true });
+    }
+    return finalDir;
+  }
+
+  private logMetrics(entry: Record<string, number | string>): void {
+    appendFileSync(this.metricsPath, JSON.stringify(entry) + "\n");
+  }
+
+  async evaluate(): Promise<Metrics | null> {
+    if (this.task.eval.length === 0) return null;
+    const all: Metrics[] = [];
+    for (let i = 0; i < this.task.eval.length; i += this.options.batchSize) {
+      all.push(await this.task.evaluate(this.task.eval.slice(i, i + this.options.batchSize)));
+    }
+    // Weight each batch by its size so a short last batch counts for what it holds.
+    const sizes = all.map((_, b) =>
+      Math.min(this.options.batchSize, this.task.eval.length - b * this.options.batchSize),
+    );
+    const out: Metrics = {};
+    all.forEach((m, b) => {
+      for (const [k, v] of Object.entries(m))
+        out[k] = (out[k] ?? 0) + (v * sizes[b]) / this.task.eval.length;
+    });
+    return out;
+  }
+
+  async run(): Promise<TrainSummary> {
+    this.prepareOutDir();
+    const o = this.options;
+    const total = this.state.totalSteps;
+    const warmup = warmupStepsFromRatio(o.warmupRatio, total);
+    const lengths = this.task.train.map((e) => this.task.lengthOf(e));
+    const start = Date.now();
+    const startStep = this.state.step;
+    let lastCheckpoint: string | null = checkpointDirs(o.outDir).at(-1)?.dir ?? null;
+    let last: Metrics = {};
+    let evalMetrics: Metrics | null = null;
+    const progress = new Progress(total, this.state.step);
+
+    let batches = epochBatches(lengths, o.batchSize, o.seed, this.state.epoch);
+    while (this.state.step < total) {
+      const lr = learningRate(o.schedule, this.state.step, {
+        baseLr: o.lr,
+        warmupSteps: warmup,
+        totalSteps: total,
+      });
+      const accumulated = new Map<string, Float32Array>();
+      const stepMetrics: Metrics[] = [];
+      for (let micro = 0; micro < o.gradAccum; micro++) {
+        if (this.state.batchIndex >= batches.length) {
+          this.state.epoch++;
+          this.state.batchIndex = 0;
+          batches = epochBatches(lengths, o.batchSize, o.seed, this.state.epoch);
+        }
+        const batch = batches[this.state.batchIndex++].map((i) => this.task.train[i]);
+        const result = await this.task.step(batch, this.rng);
+        if (!Number.isFinite(result.loss)) this.failNonFinite("loss", result.loss, lastCheckpoint);
+        for (const [name, g] of result.grads) {
+          const acc = accumulated.get(name);
+          if (acc === undefined)
+            accumulated.set(
+              name,
+              Float32Array.from(g, (v) => v / o.gradAccum),
+            );
+          else for (let i = 0; i < g.length; i++) acc[i] += g[i] / o.gradAccum;
+        }
+        stepMetrics.push({ loss: result.loss, ...result.metrics });
+      }
+
+      const grads: Record<string, Float32Array> = Object.fromEntries(accumulated);
+      const gradNorm = clipGradNorm(
+        Object.values(grads),
+        o.maxGradNorm > 0 ? o.maxGradNorm : Infinity,
+      );
+      if (!Number.isFinite(gradNorm)) this.failNonFinite("gradient norm", gradNorm, lastCheckpoint);
+      this.optimizer.step(grads, lr);
+      this.state.step++;
+
+      last = { ...meanMetrics(stepMetrics), grad_norm: gradNorm, lr };
+      this.logMetrics({ step: this.state.step, epoch: this.state.epoch, ...last });
+      progress.update(this.state.step, last);
+
+      const isLast = this.state.step === total;
+      if ((o.evalEvery > 0 && this.state.step % o.evalEvery === 0) || isLast) {
+        evalMetrics = await this.evaluate();
+        if (evalMetrics !== null) {
+          const prefixed = Object.fromEntries(
+            Object.entries(evalMetrics).map(([k, v]) => [`eval/${k}`, v]),
+          );
+          this.logMetrics({ step: this.state.step, ...prefixed });
+          progress.note(`eval at step ${this.state.step}: ${formatMetrics(evalMetrics)}`);
+        }
+      }
+      if ((o.saveEvery > 0 && this.state.step % o.saveEvery === 0) || isLast) {
+        lastCheckpoint = this.saveCheckpoint();
+      }
+    }
+    progress.stop();
+
+    this.task.save(o.outDir);
+    const summary: TrainSummary = {
+      steps: this.state.step,
+      seconds: (Date.now() - start) / 1000,
+      final: last,
+      eval: evalMetrics,
+      outDir: o.outDir,
+    };
+    writeFileSync(join(o.outDir, "training_summary.json"), JSON.stringify(summary, null, 2));
+    log.info(
+      { steps: this.state.step - startStep, seconds: summary.seconds.toFixed(1), ...summary.eval },
+      "training finished",
+    );
+    return summary;
+  }
+
+  private failNonFinite(what: string, value: number, lastCheckpoint: string | null): never {
+    const where = `step ${this.state.step + 1} (epoch ${this.state.epoch}, batch ${this.state.batchIndex})`;
+    const kept = lastCheckpoint
+      ? `the last good checkpoint is ${lastCheckpoint}`
+      : "no checkpoint was written yet";
+    this.logMetrics({ step: this.state.step + 1, error: `${what} is ${value}` });
+    throw new MidpoError(
+      `training stopped: the ${what} became ${value} at ${where}; ${kept}. ` +
+        `Lower --lr, check the data for empty or extreme examples, then rerun with --resume`,
+    );
+  }
+}
+
+export function formatMetrics(m: Metrics): string {
+  return Object.entries(m)
+    .map(([k, v]) => `${k}=${Math.abs(v) >= 1e-3 || v === 0 ? v.toFixed(4) : v.toExponential(2)}`)
+    .join(" ");
+}

@@ -1,0 +1,125 @@
+// The DPO trainer end to end on the tiny fixture model: learning a clear synthetic signal,
+// exact resume after SIGKILL, refusing to overwrite a run, and stopping on a NaN loss.
+
+import { spawnSync } from "node:child_process";
+import { existsSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { afterAll, describe, expect, it } from "vitest";
+import { loadLoraAdapter } from "../src/train/lora.js";
+import { epochBatches } from "../src/train/trainer.js";
+import { runSyntheticDpo } from "./helpers/synthetic-dpo.js";
+
+const work = mkdtempSync(join(tmpdir(), "midpo-trainer-"));
+const cacheDir = join(work, "cache");
+afterAll(() => rmSync(work, { recursive: true, force: true }));
+
+function runChild(outDir: string, resume: boolean, killAt?: number) {
+  return spawnSync(
+    process.execPath,
+    [
+      "--import",
+      "tsx",
+      join(import.meta.dirname, "helpers", "dpo-run.ts"),
+      outDir,
+      cacheDir,
+      resume ? "resume" : "",
+    ],
+    {
+      env: {
+        ...process.env,
+        ...(killAt === undefined ? {} : { KILL_AT_CHECKPOINT: String(killAt) }),
+      },
+      encoding: "utf8",
+    },
+  );
+}
+
+function maxAbsDiff(a: Float32Array, b: Float32Array): number {
+  let m = 0;
+  for (let i = 0; i < a.length; i++) m = Math.max(m, Math.abs(a[i] - b[i]));
+  return m;
+}
+
+describe("epochBatches", () => {
+  it("covers every example once and depends only on seed and epoch", () => {
+    const lengths = Array.from({ length: 103 }, (_, i) => (i * 37) % 50);
+    const a = epochBatches(lengths, 8, 3, 0);
+    expect(a.flat().sort((x, y) => x - y)).toEqual(lengths.map((_, i) => i));
+    expect(epochBatches(lengths, 8, 3, 0)).toEqual(a);
+    expect(epochBatches(lengths, 8, 3, 1)).not.toEqual(a);
+  });
+});
+
+describe("DPO trainer", () => {
+  it("learns a clear preference signal on held-out pairs", async () => {
+    const { summary } = await runSyntheticDpo(join(work, "learn"), cacheDir);
+    expect(summary.eval!["rewards/accuracies"]).toBeGreaterThanOrEqual(0.9);
+    const lines = readFileSync(join(work, "learn", "metrics.jsonl"), "utf8")
+      .trim()
+      .split("\n");
+    const first = JSON.parse(lines[0]);
+    for (const key of [
+      "loss",
+      "rewards/chosen",
+      "rewards/rejected",
+      "rewards/accuracies",
+      "rewards/margins",
+      "logps/chosen",
+      "logps/rejected",
+      "grad_norm",
+      "lr",
+    ]) {
+      expect(first, key).toHaveProperty(key);
+    }
+    expect(existsSync(join(work, "learn", "adapter_model.safetensors"))).toBe(true);
+  });
+
+  it("resumes after SIGKILL to the same adapter as an uninterrupted run", () => {
+    const straight = join(work, "straight");
+    const killed = join(work, "killed");
+    const ok = runChild(straight, false);
+    expect(ok.status, ok.stderr).toBe(0);
+
+    const first = runChild(killed, false, 10);
+    expect(first.signal).toBe("SIGKILL");
+    expect(existsSync(join(killed, "training_summary.json"))).toBe(false);
+    const second = runChild(killed, true);
+    expect(second.status, second.stderr).toBe(0);
+    expect(second.stderr).toMatch(/resuming/);
+
+    const a = loadLoraAdapter(straight);
+    const b = loadLoraAdapter(killed);
+    for (const [name, m] of a.modules) {
+      const other = b.modules.get(name)!;
+      expect(maxAbsDiff(m.A, other.A), `${name} lora_A`).toBeLessThanOrEqual(1e-6);
+      expect(maxAbsDiff(m.B, other.B), `${name} lora_B`).toBeLessThanOrEqual(1e-6);
+    }
+    const logA = readFileSync(join(straight, "metrics.jsonl"), "utf8");
+    const logB = readFileSync(join(killed, "metrics.jsonl"), "utf8");
+    expect(logB.trim().split("\n").length).toBe(logA.trim().split("\n").length);
+  });
+
+  it("refuses to overwrite an earlier run without --resume", async () => {
+    await expect(runSyntheticDpo(join(work, "learn"), cacheDir)).rejects.toThrow(
+      /already has checkpoints/,
+    );
+  });
+
+  it("stops on a NaN loss and keeps the last good checkpoint", async () => {
+    const out = join(work, "nan");
+    // A learning rate of 1e30 makes the first update overflow the activations.
+    const run = runSyntheticDpo(out, cacheDir, {
+      lr: 1e30,
+      warmupRatio: 0,
+      saveEvery: 1,
+      schedule: "constant",
+    });
+    await expect(run).rejects.toThrow(
+      /became (NaN|Infinity|-Infinity) at step \d+.*last good checkpoint is .*checkpoint-1/,
+    );
+    expect(existsSync(join(out, "checkpoint-1", "adapter_model.safetensors"))).toBe(true);
+    const log = readFileSync(join(out, "metrics.jsonl"), "utf8");
+    expect(log).toMatch(/"error"/);
+  });
+});
