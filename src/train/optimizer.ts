@@ -34,7 +34,7 @@ export interface AdamWState {
   expAvgSq: NamedArrays;
 }
 
-/** AdamW (Loshchilov and Hutter, "Decoupled Weight Decay Regularization"), updating in place. */
+/** AdamW with decoupled weight decay, updating the parameters in place. */
 export class AdamW {
   readonly lr: number;
   readonly betas: readonly [number, number];
