@@ -23,8 +23,10 @@ export class CausalLM {
     readonly weights: WeightMap,
     /** Where the model came from, for messages. */
     readonly source: string,
+    /** False for score models, whose checkpoints have no lm_head. */
+    readonly hasLmHead = true,
   ) {
-    for (const spec of weightSpecs(config)) {
+    for (const spec of weightSpecs(config, hasLmHead)) {
       const w = weights.get(spec.name);
       if (w === undefined) throw new Error(`${source}: weight ${spec.name} is not loaded`);
     }

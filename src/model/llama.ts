@@ -55,8 +55,11 @@ export interface WeightSpec {
   shape: number[];
 }
 
-/** Every tensor the checkpoint must contain, with its shape. */
-export function weightSpecs(c: ModelConfig): WeightSpec[] {
+/**
+ * Every tensor the checkpoint must contain, with its shape. Score models have no lm_head,
+ * so `withLmHead` false leaves it out.
+ */
+export function weightSpecs(c: ModelConfig, withLmHead = true): WeightSpec[] {
   const h = c.hiddenSize;
   const q = c.numAttentionHeads * c.headDim;
   const kv = c.numKeyValueHeads * c.headDim;
@@ -78,7 +81,7 @@ export function weightSpecs(c: ModelConfig): WeightSpec[] {
     linear("mlp.down_proj", h, c.intermediateSize, c.mlpBias);
   }
   specs.push({ name: "model.norm.weight", shape: [h] });
-  if (!c.tieWordEmbeddings) specs.push({ name: "lm_head.weight", shape: [c.vocabSize, h] });
+  if (withLmHead && !c.tieWordEmbeddings) specs.push({ name: "lm_head.weight", shape: [c.vocabSize, h] });
   return specs;
 }
 
@@ -92,7 +95,7 @@ class LlamaBuilder {
     private readonly options: LlamaGraphOptions,
   ) {
     this.dtype = options.dtype ?? "float32";
-    for (const spec of weightSpecs(c)) {
+    for (const spec of weightSpecs(c, options.output !== "hidden")) {
       this.weights.set(spec.name, this.g.input(spec.name, this.dtype, spec.shape));
     }
   }

@@ -79,8 +79,11 @@ export interface TrainTask<E> {
   step(batch: E[], rng: Rng): Promise<MicroBatchResult>;
   /** Metrics of a batch without updating anything. */
   evaluate(batch: E[]): Promise<Metrics>;
-  /** Writes the trained model in its user-facing format (e.g. a PEFT adapter) into dir. */
-  save(dir: string): void;
+  /**
+   * Writes the trained model in its user-facing format (e.g. a PEFT adapter) into dir.
+   * `final` is false for checkpoints, where a task may write something lighter.
+   */
+  save(dir: string, final: boolean): void;
 }
 
 interface TrainerState {
@@ -268,7 +271,7 @@ export class Trainer<E> {
       moments[`exp_avg_sq.${name}`] = { dtype: "F32", shape: p.dims, data: opt.expAvgSq[name] };
     }
     writeSafetensors(join(tmpDir, OPTIMIZER_FILE), moments);
-    this.task.save(tmpDir);
+    this.task.save(tmpDir, false);
     this.state.rngState = this.rng.getState();
     writeFileSync(join(tmpDir, STATE_FILE), JSON.stringify(this.state, null, 2));
 
@@ -375,7 +378,7 @@ export class Trainer<E> {
     }
     progress.stop();
 
-    this.task.save(o.outDir);
+    this.task.save(o.outDir, true);
     const summary: TrainSummary = {
       steps: this.state.step,
       seconds: (Date.now() - start) / 1000,
