@@ -19,6 +19,14 @@ export interface GenerateOptions extends SamplingOptions {
   decode?: (ids: number[]) => string;
   /** Called for every accepted token, in order, for streaming. */
   onToken?: (row: number, id: number) => void;
+  /**
+   * Called after every model run with its outputs and the attention mask of the positions it
+   * processed ([batch, width], 1 on real tokens), e.g. to collect MidPO gate values.
+   */
+  onOutputs?: (
+    outputs: Record<string, { data: unknown; dims: readonly number[] }>,
+    mask: number[][],
+  ) => void;
   /** Token id written into padding positions; any id in the vocabulary works. */
   padTokenId?: number;
 }
@@ -150,6 +158,10 @@ export async function generate(
       position_ids: int64Tensor(stepPositions.flat(), [batch, width]),
     });
     cache.append(out, width);
+    options.onOutputs?.(
+      out,
+      mask.map((m) => m.slice(m.length - width)),
+    );
 
     const logits = out.logits.data as Float32Array;
     const vocab = logits.length / batch;

@@ -6,7 +6,12 @@ import { MidpoError } from "../errors.js";
 import type { Graph } from "../graph/graph.js";
 import { Session, int64Tensor, tensor, type Feeds } from "../runtime/session.js";
 import type { ModelConfig } from "./config.js";
-import { buildLlamaGraph, weightSpecs, type LlamaGraphOptions } from "./llama.js";
+import {
+  buildLlamaGraph,
+  weightSpecs,
+  type LinearOverride,
+  type LlamaGraphOptions,
+} from "./llama.js";
 
 export type WeightMap = Map<string, Float32Array>;
 
@@ -25,6 +30,11 @@ export class CausalLM {
     readonly source: string,
     /** False for score models, whose checkpoints have no lm_head. */
     readonly hasLmHead = true,
+    /**
+     * Extra branches on linear layers (a LoRA adapter, the MidPO experts and router), applied
+     * in every graph this model builds; their inputs are bound from `weights` too.
+     */
+    readonly linear?: LinearOverride,
   ) {
     for (const spec of weightSpecs(config, hasLmHead)) {
       const w = weights.get(spec.name);
@@ -52,7 +62,9 @@ export class CausalLM {
 
   llamaSession(options: LlamaGraphOptions): Promise<Session> {
     const key = `llama:${options.output}:${options.kvCache ? "cache" : "nocache"}`;
-    return this.session(key, () => buildLlamaGraph(this.config, options));
+    return this.session(key, () =>
+      buildLlamaGraph(this.config, { ...options, linear: options.linear ?? this.linear }),
+    );
   }
 
   /** Rejects sequences the model cannot attend over. */

@@ -33,7 +33,11 @@ export interface ScoreHead {
   /** [1, hidden] */
   weight: Float32Array;
   bias: number;
-  /** PKU's normaliser, applied as (s - mean) / sqrt(var + 1e-5) when present and enabled. */
+  /**
+   * safe-rlhf's normaliser, applied when present and `do_normalize` is true: cost scores are
+   * divided by the running std (keeping the sign that means safe or unsafe), reward scores
+   * are centred and divided by it.
+   */
   normalizer: { mean: number; variance: number } | null;
 }
 
@@ -234,7 +238,9 @@ export class ScoreModel {
 
   private normalise(score: number): number {
     const n = this.files.head.normalizer;
-    return n === null ? score : (score - n.mean) / Math.sqrt(n.variance + 1e-5);
+    if (n === null) return score;
+    const std = Math.sqrt(n.variance) + 1e-8;
+    return this.files.kind === "cost" ? score / std : (score - n.mean) / std;
   }
 
   async release(): Promise<void> {

@@ -7,7 +7,9 @@
 
 import type { Tensor } from "../graph/graph.js";
 import * as op from "../graph/ops.js";
+import { CausalLM, type WeightMap } from "../model/causal-lm.js";
 import type { LinearOverride } from "../model/llama.js";
+import { loraScale, type LoraAdapter } from "./lora.js";
 
 export interface LoraModuleShape {
   /** Module path in the base model, e.g. `model.layers.3.mlp.down_proj`. */
@@ -66,4 +68,29 @@ export function loraLinear(modules: LoraModuleShape[], scale: number, dropout: b
   };
 
   return { linear, params, dropoutMasks };
+}
+
+/** The base model with an adapter applied (dropout off), as a CausalLM for scoring and generation. */
+export function withAdapter(base: CausalLM, adapter: LoraAdapter): CausalLM {
+  const weights: WeightMap = new Map(base.weights);
+  const modules: LoraModuleShape[] = [];
+  for (const [name, m] of adapter.modules) {
+    const names = loraInputNames(name);
+    weights.set(names.a, m.A);
+    weights.set(names.b, m.B);
+    modules.push({
+      name,
+      r: adapter.config.r,
+      inFeatures: m.inFeatures,
+      outFeatures: m.outFeatures,
+    });
+  }
+  const branch = loraLinear(modules, loraScale(adapter.config), false);
+  return new CausalLM(
+    base.config,
+    weights,
+    `${base.source} + adapter`,
+    base.hasLmHead,
+    branch.linear,
+  );
 }
