@@ -1,0 +1,82 @@
+// Writing a set of output files so that a reader never sees a half-written build: every file is
+// first written under a temporary name in the output directory, then all are renamed into
+// place, the last file (the summary) after the others.
+
+import { randomBytes } from "node:crypto";
+import { createWriteStream } from "node:fs";
+import { mkdir, rename, rm } from "node:fs/promises";
+import { join } from "node:path";
+import { once } from "node:events";
+import type { PreferencePair } from "./types.js";
+
+export interface OutputFile {
+  name: string;
+  /** JSONL content: one JSON value per line. */
+  lines?: Iterable<unknown>;
+  /** JSON content, pretty-printed. */
+  json?: unknown;
+}
+
+/**
+ * Writes `files` into `dir` (created if missing). The last file marks a complete output: it is
+ * removed before the others are renamed into place and renamed last itself, so when it exists
+ * the files beside it belong to the same run. On failure the temporary files are removed and
+ * files from an earlier run stay as they were, except the removed marker.
+ */
+export async function writeOutputsAtomically(
+  dir: string,
+  files: readonly OutputFile[],
+): Promise<void> {
+  await mkdir(dir, { recursive: true });
+  const suffix = `.tmp-${process.pid}-${randomBytes(4).toString("hex")}`;
+  const temporary = files.map((file) => join(dir, `.${file.name}${suffix}`));
+
+  try {
+    for (const [i, file] of files.entries()) {
+      await writeFileContent(temporary[i], file);
+    }
+
+    const marker = files.length - 1;
+    await rm(join(dir, files[marker].name), { force: true });
+    for (const [i, file] of files.entries()) {
+      await rename(temporary[i], join(dir, file.name));
+    }
+  } catch (error) {
+    await Promise.all(temporary.map((path) => rm(path, { force: true })));
+    throw error;
+  }
+}
+
+async function writeFileContent(path: string, file: OutputFile): Promise<void> {
+  const stream = createWriteStream(path, { encoding: "utf8" });
+  const closed = once(stream, "close");
+  // Marks the rejection as handled until it is awaited below, so an early write error does not
+  // surface as an unhandled rejection.
+  closed.catch(() => undefined);
+  try {
+    if (file.json !== undefined) {
+      stream.write(`${JSON.stringify(file.json, null, 2)}\n`);
+    }
+    for (const value of file.lines ?? []) {
+      if (!stream.write(`${JSON.stringify(value)}\n`)) {
+        await once(stream, "drain");
+      }
+    }
+  } finally {
+    stream.end();
+  }
+  await closed;
+}
+
+/** The JSONL form of a pair in `data build` output. */
+export function pairToJson(pair: PreferencePair): Record<string, unknown> {
+  return {
+    prompt: pair.prompt,
+    chosen: pair.chosen,
+    rejected: pair.rejected,
+    id: pair.id,
+    source: pair.source,
+    ...(pair.margin === undefined ? {} : { margin: pair.margin }),
+    ...(pair.meta === undefined ? {} : { meta: pair.meta }),
+  };
+}
