@@ -5,7 +5,7 @@
 
 import { readFileSync } from "node:fs";
 
-/** What every measuring process reads, so that both sides run the same token ids. */
+/** Settings and token ids that every measuring process reads, so both sides do the same work. */
 export interface ForwardPlan {
   model_dir: string;
   /** Prefill input, [batch, seq]: every position is a real token, with no padding. */

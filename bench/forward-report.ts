@@ -2,7 +2,8 @@
 // midpo / PyTorch ratios, the targets they are judged against, and a markdown table.
 //
 // Rates use the fastest of the timed runs ("best of N"), because other processes on the
-// machine can only slow a run down; the JSON keeps every run and the medians as well.
+// machine can only slow a run down. Each rate row also carries the median, and the JSON keeps
+// every run. When PyTorch ran a phase with several thread counts, its fastest run counts.
 
 import {
   median,
@@ -25,7 +26,12 @@ export interface SummaryRow {
   unit: string;
   midpo: number | null;
   pytorch: number | null;
-  /** midpo / PyTorch for rates, null where a ratio means nothing or the baseline is invalid. */
+  /** The same rates from the median run instead of the fastest; absent for non-rates. */
+  midpo_median?: number;
+  pytorch_median?: number;
+  /** torch intra-op threads of the PyTorch run shown. */
+  pytorch_threads?: number | null;
+  /** midpo / PyTorch; null for non-rates, and for speedups when the baseline is invalid. */
   ratio: number | null;
   target: string;
   /** null: no target, or not judged because the PyTorch baseline is invalid. */
@@ -44,67 +50,94 @@ export interface SummaryInputs {
 export const SPEEDUP_TARGET = 1.5;
 export const RSS_TARGET_FACTOR = 1.3;
 
-const MB = 1024 * 1024;
+const MIB = 1024 * 1024;
 
+type Pick = (values: number[]) => number;
+const fastest: Pick = (values) => Math.min(...values);
+
+// ---------------------------------------------------------------------------------------------
+// Rates
+
+function matmulGflops(r: MatmulResult, pick: Pick): number {
+  return (2 * r.m * r.k * r.n * r.runs) / pick(r.seconds) / 1e9;
+}
+
+function prefillTokensPerSecond(r: PrefillResult, pick: Pick): number {
+  return (r.batch * r.seq) / pick(r.seconds);
+}
+
+function decodeTokensPerSecond(r: DecodeResult, pick: Pick): number {
+  return (r.batch * r.decode_steps) / pick(r.decode_seconds);
+}
+
+function endToEndTokensPerSecond(r: DecodeResult, pick: Pick): number {
+  const totals = r.prompt_seconds.map((p, i) => p + r.decode_seconds[i]);
+  return (r.batch * r.new_tokens) / pick(totals);
+}
+
+/** Seconds of the fastest timed run, which decides between runs of one phase. */
+function fastestSeconds(r: PhaseResult): number {
+  return fastest(r.phase === "decode" ? r.decode_seconds : r.seconds);
+}
+
+/** Finds the fastest result of `side` for a phase (and decode batch), across thread counts. */
 function find<T extends PhaseResult>(
   runs: PhaseRun[],
   side: PhaseResult["side"],
   phase: T["phase"],
   batch?: number,
-): PhaseRun & { result: T } {
-  const run = runs.find(
-    (r) =>
-      r.result.side === side &&
-      r.result.phase === phase &&
-      (batch === undefined || (r.result as DecodeResult).batch === batch),
-  );
-  if (run === undefined) throw new Error(`no ${side} ${phase} result in the runs`);
-  return run as PhaseRun & { result: T };
+): T {
+  const matches = runs
+    .map((r) => r.result)
+    .filter(
+      (r) =>
+        r.side === side &&
+        r.phase === phase &&
+        (batch === undefined || (r as DecodeResult).batch === batch),
+    );
+  if (matches.length === 0) throw new Error(`no ${side} ${phase} result in the runs`);
+  matches.sort((a, b) => fastestSeconds(a) - fastestSeconds(b));
+  return matches[0] as T;
 }
 
-export function matmulGflops(r: MatmulResult, pick: (s: number[]) => number): number {
-  return (2 * r.m * r.k * r.n * r.runs) / pick(r.seconds) / 1e9;
-}
-
-export function prefillTokensPerSecond(r: PrefillResult, pick: (s: number[]) => number): number {
-  return (r.batch * r.seq) / pick(r.seconds);
-}
-
-export function decodeTokensPerSecond(r: DecodeResult, pick: (s: number[]) => number): number {
-  return (r.batch * r.decode_steps) / pick(r.decode_seconds);
-}
-
-export function endToEndTokensPerSecond(r: DecodeResult, pick: (s: number[]) => number): number {
-  const totals = r.prompt_seconds.map((p, i) => p + r.decode_seconds[i]);
-  return (r.batch * r.new_tokens) / pick(totals);
-}
-
-export const best = (values: number[]) => Math.min(...values);
-export { median };
+// ---------------------------------------------------------------------------------------------
+// Rows
 
 /** True when the PyTorch matmul rate shows a real BLAS, so ratios against it mean something. */
 export function baselineIsValid(inputs: SummaryInputs): boolean {
-  const torch = find<MatmulResult>(inputs.runs, "pytorch", "matmul").result;
-  return matmulGflops(torch, best) >= inputs.minTorchGflops;
+  const torch = find<MatmulResult>(inputs.runs, "pytorch", "matmul");
+  return matmulGflops(torch, fastest) >= inputs.minTorchGflops;
 }
 
-function speedupRow(
+function rateRow<T extends PhaseResult>(
   measure: string,
-  midpo: number,
-  pytorch: number,
-  valid: boolean,
-  target: number | null,
+  unit: string,
+  rate: (r: T, pick: Pick) => number,
+  midpo: T,
+  pytorch: T,
+  judged: { valid: boolean; target: number | null },
 ): SummaryRow {
-  const ratio = valid ? midpo / pytorch : null;
+  const ratio = rate(midpo, fastest) / rate(pytorch, fastest);
+  const { valid, target } = judged;
+  let targetText = "";
+  if (target !== null) targetText = valid ? `>= ${target}x` : `>= ${target}x (not judged)`;
   return {
     measure,
-    unit: "tokens/s",
-    midpo,
-    pytorch,
-    ratio,
-    target: target === null ? "" : valid ? `>= ${target}x` : `>= ${target}x (not judged)`,
-    met: target === null || ratio === null ? null : ratio >= target,
+    unit,
+    midpo: rate(midpo, fastest),
+    pytorch: rate(pytorch, fastest),
+    midpo_median: rate(midpo, median),
+    pytorch_median: rate(pytorch, median),
+    pytorch_threads: pytorch.threads,
+    ratio: valid ? ratio : null,
+    target: targetText,
+    met: target === null || !valid ? null : ratio >= target,
   };
+}
+
+function noteRow(measure: string, unit: string, midpo: number, pytorch: number | null) {
+  const row: SummaryRow = { measure, unit, midpo, pytorch, ratio: null, target: "", met: null };
+  return row;
 }
 
 export function summarize(inputs: SummaryInputs): SummaryRow[] {
@@ -112,146 +145,149 @@ export function summarize(inputs: SummaryInputs): SummaryRow[] {
   const valid = baselineIsValid(inputs);
   const rows: SummaryRow[] = [];
 
-  const matmul = (side: "midpo" | "pytorch") => find<MatmulResult>(runs, side, "matmul").result;
-  const m = matmul("midpo");
-  rows.push({
-    measure: `matmul [${m.m}x${m.k}] @ [${m.k}x${m.n}] float32`,
-    unit: "GFLOP/s",
-    midpo: matmulGflops(m, best),
-    pytorch: matmulGflops(matmul("pytorch"), best),
-    ratio: matmulGflops(m, best) / matmulGflops(matmul("pytorch"), best),
-    target: `PyTorch >= ${inputs.minTorchGflops} (real BLAS)`,
-    met: valid,
-  });
+  const matmul = find<MatmulResult>(runs, "midpo", "matmul");
+  const matmulRow = rateRow(
+    `matmul [${matmul.m}x${matmul.k}] @ [${matmul.k}x${matmul.n}] float32`,
+    "GFLOP/s",
+    matmulGflops,
+    matmul,
+    find<MatmulResult>(runs, "pytorch", "matmul"),
+    { valid: true, target: null },
+  );
+  matmulRow.target = `PyTorch >= ${inputs.minTorchGflops} (real BLAS)`;
+  matmulRow.met = valid;
+  rows.push(matmulRow);
 
-  const prefill = (side: "midpo" | "pytorch") => find<PrefillResult>(runs, side, "prefill").result;
-  const p = prefill("midpo");
+  const prefill = find<PrefillResult>(runs, "midpo", "prefill");
   rows.push(
-    speedupRow(
-      `prefill ${p.batch}x${p.seq}, logits at every position + log-softmax`,
-      prefillTokensPerSecond(p, best),
-      prefillTokensPerSecond(prefill("pytorch"), best),
-      valid,
-      SPEEDUP_TARGET,
+    rateRow(
+      `prefill ${prefill.batch}x${prefill.seq}: logits at every position, log-softmax`,
+      "tokens/s",
+      prefillTokensPerSecond,
+      prefill,
+      find<PrefillResult>(runs, "pytorch", "prefill"),
+      { valid, target: SPEEDUP_TARGET },
     ),
   );
 
   const decodeBatches = runs
-    .filter((r) => r.result.side === "midpo" && r.result.phase === "decode")
-    .map((r) => (r.result as DecodeResult).batch);
+    .map((r) => r.result)
+    .filter((r): r is DecodeResult => r.side === "midpo" && r.phase === "decode")
+    .map((r) => r.batch);
   for (const batch of decodeBatches) {
-    const mid = find<DecodeResult>(runs, "midpo", "decode", batch).result;
-    const torch = find<DecodeResult>(runs, "pytorch", "decode", batch).result;
+    const midpo = find<DecodeResult>(runs, "midpo", "decode", batch);
+    const pytorch = find<DecodeResult>(runs, "pytorch", "decode", batch);
+    const steps = `${midpo.decode_steps} steps after a ${midpo.prompt_length}-token prompt`;
     rows.push(
-      speedupRow(
-        `decode batch ${batch}, ${mid.decode_steps} steps after a ${mid.prompt_length}-token prompt`,
-        decodeTokensPerSecond(mid, best),
-        decodeTokensPerSecond(torch, best),
-        valid,
-        SPEEDUP_TARGET,
+      rateRow(
+        `decode batch ${batch}: ${steps}`,
+        "tokens/s",
+        decodeTokensPerSecond,
+        midpo,
+        pytorch,
+        { valid, target: SPEEDUP_TARGET },
       ),
     );
     rows.push(
-      speedupRow(
-        `generate batch ${batch} end to end (prompt + ${mid.new_tokens} tokens)`,
-        endToEndTokensPerSecond(mid, best),
-        endToEndTokensPerSecond(torch, best),
-        valid,
-        null,
+      rateRow(
+        `generate batch ${batch} end to end: prompt + ${midpo.new_tokens} tokens`,
+        "tokens/s",
+        endToEndTokensPerSecond,
+        midpo,
+        pytorch,
+        { valid, target: null },
       ),
     );
   }
 
-  for (const phase of ["prefill", ...decodeBatches.map((b) => `decode batch ${b}`)]) {
-    const batch = phase === "prefill" ? undefined : Number(phase.split(" ").at(-1));
-    const name = phase === "prefill" ? "prefill" : "decode";
-    const mid = find(runs, "midpo", name, batch).result;
-    const torch = find(runs, "pytorch", name, batch).result;
-    const kv = batch === undefined ? 0 : inputs.kvCacheBytes(batch);
-    const limit = RSS_TARGET_FACTOR * (inputs.weightBytes + kv);
-    rows.push({
-      measure: `peak RSS, ${phase} process`,
-      unit: "MiB",
-      midpo: mid.peak_rss_bytes / MB,
-      pytorch: torch.peak_rss_bytes / MB,
-      ratio: null,
-      target:
-        `midpo <= ${RSS_TARGET_FACTOR} x (weights ${(inputs.weightBytes / MB).toFixed(0)} + ` +
-        `KV cache ${(kv / MB).toFixed(0)}) = ${(limit / MB).toFixed(0)}`,
-      met: mid.peak_rss_bytes <= limit,
-    });
+  rows.push(memoryRow("prefill", prefill, find(runs, "pytorch", "prefill"), 0, inputs));
+  for (const batch of decodeBatches) {
+    rows.push(
+      memoryRow(
+        `decode batch ${batch}`,
+        find(runs, "midpo", "decode", batch),
+        find(runs, "pytorch", "decode", batch),
+        inputs.kvCacheBytes(batch),
+        inputs,
+      ),
+    );
   }
 
   for (const batch of decodeBatches) {
-    const mid = find<DecodeResult>(runs, "midpo", "decode", batch).result;
-    const ort = mid.ort_run_seconds ?? [];
-    const share = ort.reduce((a, b) => a + b, 0) / mid.decode_seconds.reduce((a, b) => a + b, 0);
-    rows.push({
-      measure: `midpo decode batch ${batch}: share of step time inside ORT run`,
-      unit: "%",
-      midpo: 100 * share,
-      pytorch: null,
-      ratio: null,
-      target: "",
-      met: null,
-    });
+    const midpo = find<DecodeResult>(runs, "midpo", "decode", batch);
+    const sum = (values: number[]) => values.reduce((a, b) => a + b, 0);
+    const share = sum(midpo.ort_run_seconds ?? []) / sum(midpo.decode_seconds);
+    rows.push(
+      noteRow(`midpo decode batch ${batch}: share of time in ORT run`, "%", 100 * share, null),
+    );
   }
 
-  const prefillMid = find<PrefillResult>(runs, "midpo", "prefill").result;
-  rows.push({
-    measure: "model load (safetensors to memory)",
-    unit: "s",
-    midpo: prefillMid.load_s,
-    pytorch: find<PrefillResult>(runs, "pytorch", "prefill").result.load_s,
-    ratio: null,
-    target: "",
-    met: null,
-  });
-  rows.push({
-    measure: "midpo session creation, prefill graph (untimed above)",
-    unit: "s",
-    midpo: prefillMid.session_create_s,
-    pytorch: null,
-    ratio: null,
-    target: "",
-    met: null,
-  });
-  for (const batch of decodeBatches) {
-    rows.push({
-      measure: `midpo session creation, decode graph (batch ${batch} process)`,
-      unit: "s",
-      midpo: find<DecodeResult>(runs, "midpo", "decode", batch).result.session_create_s,
-      pytorch: null,
-      ratio: null,
-      target: "",
-      met: null,
-    });
-  }
+  rows.push(
+    noteRow(
+      "model load: safetensors to memory",
+      "s",
+      prefill.load_s,
+      find<PrefillResult>(runs, "pytorch", "prefill").load_s,
+    ),
+  );
+  rows.push(noteRow("midpo session creation, prefill graph", "s", prefill.session_create_s, null));
+  const decode = find<DecodeResult>(runs, "midpo", "decode", decodeBatches[0]);
+  rows.push(noteRow("midpo session creation, decode graph", "s", decode.session_create_s, null));
   return rows;
+}
+
+/** Builds the peak RSS row of one phase, judging midpo against weights + KV cache. */
+function memoryRow(
+  phase: string,
+  midpo: PhaseResult,
+  pytorch: PhaseResult,
+  kvBytes: number,
+  inputs: SummaryInputs,
+): SummaryRow {
+  const limit = RSS_TARGET_FACTOR * (inputs.weightBytes + kvBytes);
+  const mib = (bytes: number) => (bytes / MIB).toFixed(0);
+  return {
+    measure: `peak RSS, ${phase} process`,
+    unit: "MiB",
+    midpo: midpo.peak_rss_bytes / MIB,
+    pytorch: pytorch.peak_rss_bytes / MIB,
+    pytorch_threads: pytorch.threads,
+    ratio: null,
+    target:
+      `midpo <= ${RSS_TARGET_FACTOR} x (weights ${mib(inputs.weightBytes)} + ` +
+      `KV cache ${mib(kvBytes)}) = ${mib(limit)}`,
+    met: midpo.peak_rss_bytes <= limit,
+  };
 }
 
 /** Compares what both sides computed: log-probabilities at prefill, greedy tokens at decode. */
 export function agreement(runs: PhaseRun[]): Record<string, number | boolean> {
-  const mid = find<PrefillResult>(runs, "midpo", "prefill").result;
-  const torch = find<PrefillResult>(runs, "pytorch", "prefill").result;
+  const midpo = find<PrefillResult>(runs, "midpo", "prefill");
+  const pytorch = find<PrefillResult>(runs, "pytorch", "prefill");
   const maxDifference = (a: number[], b: number[]) =>
     Math.max(...a.map((v, i) => Math.abs(v - b[i])));
   const out: Record<string, number | boolean> = {
     prefill_max_abs_diff_row_logprob_sum: maxDifference(
-      mid.row_logprob_sums,
-      torch.row_logprob_sums,
+      midpo.row_logprob_sums,
+      pytorch.row_logprob_sums,
     ),
-    prefill_max_abs_diff_first_logprobs: maxDifference(mid.first_logprobs, torch.first_logprobs),
+    prefill_max_abs_diff_first_logprobs: maxDifference(
+      midpo.first_logprobs,
+      pytorch.first_logprobs,
+    ),
   };
   for (const run of runs) {
     const r = run.result;
     if (r.side !== "midpo" || r.phase !== "decode") continue;
-    const other = find<DecodeResult>(runs, "pytorch", "decode", r.batch).result;
+    const other = find<DecodeResult>(runs, "pytorch", "decode", r.batch);
     out[`decode_batch_${r.batch}_first_tokens_equal`] =
       JSON.stringify(r.first_tokens) === JSON.stringify(other.first_tokens);
   }
   return out;
 }
+
+// ---------------------------------------------------------------------------------------------
+// Table
 
 function formatNumber(value: number | null): string {
   if (value === null) return "";
@@ -260,14 +296,27 @@ function formatNumber(value: number | null): string {
   return value.toFixed(2);
 }
 
+function metText(met: boolean | null): string {
+  if (met === null) return "";
+  return met ? "yes" : "**no**";
+}
+
 export function markdownTable(rows: SummaryRow[]): string {
-  const header = "| measure | unit | midpo | PyTorch | midpo / PyTorch | target | met |";
-  const rule = "| --- | --- | ---: | ---: | ---: | --- | --- |";
+  const header =
+    "| measure | unit | midpo | PyTorch | torch threads | midpo / PyTorch | target | met |";
+  const rule = "| --- | --- | ---: | ---: | ---: | ---: | --- | --- |";
   const lines = rows.map((r) => {
-    const ratio = r.ratio === null ? "" : `${r.ratio.toFixed(2)}x`;
-    const met = r.met === null ? "" : r.met ? "yes" : "**no**";
-    const cells = [r.measure, r.unit, formatNumber(r.midpo), formatNumber(r.pytorch), ratio];
-    return `| ${[...cells, r.target, met].join(" | ")} |`;
+    const cells = [
+      r.measure,
+      r.unit,
+      formatNumber(r.midpo),
+      formatNumber(r.pytorch),
+      r.pytorch_threads == null ? "" : String(r.pytorch_threads),
+      r.ratio === null ? "" : `${r.ratio.toFixed(2)}x`,
+      r.target,
+      metText(r.met),
+    ];
+    return `| ${cells.join(" | ")} |`;
   });
   return [header, rule, ...lines].join("\n");
 }

@@ -3,10 +3,10 @@
 // the plan file fixes the model and the token ids (see forward-plan.ts).
 //
 // Phases:
-//   matmul   a [m, k] @ [k, n] float32 MatMul graph, run `runs` times per repeat
-//   prefill  CausalLM.tokenLogprobs on [batch, seq] ids: logits at every position, then
-//            log-softmax and the log-probability of each next token
-//   decode   generate() with greedy sampling and a KV cache, for `--batch` rows
+//   matmul   A [m, k] @ [k, n] float32 MatMul graph, run `runs` times per repeat.
+//   prefill  CausalLM.tokenLogprobs on [batch, seq] ids. It computes the logits at every
+//            position, then the log-softmax and the log-probability of each next token.
+//   decode   generate() with greedy sampling and a KV cache, for `--batch` rows.
 //
 // Usage: npx tsx bench/forward.ts --plan FILE --phase matmul|prefill|decode [--batch N]
 
@@ -29,7 +29,7 @@ import {
   type PrefillResult,
 } from "./forward-plan.js";
 
-/** The fields that every phase result reports about the process itself. */
+/** Measures this process: peak RSS, CPU time, threads and software versions. */
 function processFields() {
   const cpu = process.cpuUsage();
   return {

@@ -30,7 +30,7 @@ import torch.nn.functional as F
 
 
 def peak_rss_bytes():
-    """Returns the peak resident set size (VmHWM) of this process, in bytes."""
+    """Return the peak resident set size (VmHWM) of this process, in bytes."""
     with open("/proc/self/status") as status:
         match = re.search(r"^VmHWM:\s+(\d+) kB$", status.read(), re.MULTILINE)
     return int(match.group(1)) * 1024
@@ -41,8 +41,8 @@ def peak_rss_bytes():
 
 
 def read_safetensors(path):
-    """Reads every F32 tensor of a safetensors file. The tensors are views of one buffer that
-    holds the whole file, so the weights sit in memory once."""
+    """Read every F32 tensor of a safetensors file. The tensors are views of one buffer that
+    contains the whole file, so the weights are in memory once."""
     raw = np.fromfile(path, dtype=np.uint8)
     (header_length,) = struct.unpack("<Q", raw[:8].tobytes())
     header = json.loads(raw[8 : 8 + header_length].tobytes())
@@ -52,7 +52,10 @@ def read_safetensors(path):
         if name == "__metadata__":
             continue
         if info["dtype"] != "F32":
-            raise ValueError(f"{path}: tensor {name} is {info['dtype']}; this reader needs F32")
+            raise ValueError(
+                f"{path}: tensor {name} is {info['dtype']}, but this reader supports only F32. "
+                "Write the checkpoint in float32 (bench/make-random-model.ts does)."
+            )
         start, end = info["data_offsets"]
         chunk = data[start:end]
         # A view needs 4-byte alignment; copy the rare tensor that lacks it.
@@ -170,8 +173,9 @@ class Llama:
         return F.linear(F.silu(gate) * up, self.w(f"{p}.down_proj.weight"))
 
     def hidden_states(self, input_ids, attention_mask, position_ids, cache=None):
-        """Final-normed hidden states [B, S, hidden]; appends to `cache` (a list of (key, value)
-        per layer, each [B, KV, T, D]) when given."""
+        """Run the decoder and return the final-normed hidden states [B, S, hidden]. When
+        `cache` is given (a list with one (key, value) pair [B, KV, T, D] per layer), append
+        this call's keys and values to it."""
         c = self.config
         x = F.embedding(input_ids, self.w("model.embed_tokens.weight"))
         cos, sin = self.rotary(position_ids)
@@ -251,9 +255,9 @@ def measure_prefill(model, plan, load_seconds):
 
 
 def greedy_generate(model, prompts, new_tokens):
-    """Greedy decoding with a KV cache, all rows the same length (no padding). Returns the
+    """Decode greedily with a KV cache, all rows the same length (no padding). Return the
     tokens [B, new_tokens] and the seconds spent on the prompt step and on the decode steps.
-    The prompt step computes logits at the last position only."""
+    The prompt step computes logits at the last position only, as midpo's generate() does."""
     b, s = prompts.shape
     cache = []
     mask = torch.ones(b, s, dtype=torch.int64)
@@ -305,7 +309,10 @@ def main():
     parser.add_argument("--phase", required=True, choices=["matmul", "prefill", "decode"])
     parser.add_argument("--batch", type=int, help="decode batch size")
     parser.add_argument(
-        "--threads", type=int, default=os.cpu_count(), help="torch intra-op threads (default: cores)"
+        "--threads",
+        type=int,
+        default=os.cpu_count(),
+        help="torch intra-op threads (default: one per core)",
     )
     args = parser.parse_args()
     with open(args.plan) as file:

@@ -2,9 +2,9 @@
 // LlamaForCausalLM, 30 layers, hidden 576, 9 query heads over 3 KV heads, tied embeddings) in
 // Hugging Face layout: config.json plus one float32 model.safetensors of about 538 MB.
 //
-// The benchmarks need a model of a real size, not real text: every matrix is drawn from
-// N(0, 0.02^2) and every RMSNorm weight is 1, with a seeded generator so that each run and each
-// implementation sees the same numbers.
+// The benchmarks need a model of a real size but no real text. Every matrix is drawn from
+// N(0, 0.02^2) and every RMSNorm weight is 1, with a seeded generator, so that each run and each
+// implementation reads the same numbers.
 //
 // Usage: npx tsx bench/make-random-model.ts [--dir DIR] [--seed N] [--force]
 

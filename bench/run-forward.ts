@@ -1,7 +1,7 @@
 // Forward-pass benchmark: midpo (ONNX Runtime, bench/forward.ts) against a PyTorch eager
 // reference (bench/forward_torch.py) on the same random SmolLM-135M-shaped checkpoint and the
 // same token ids. Every phase of each side runs in its own child process, so that each peak
-// RSS belongs to one phase; the phases of the two sides alternate, so that load from other
+// RSS belongs to one phase. The phases of the two sides alternate, so that load from other
 // processes on the machine tends to hit both. Prints a markdown table and writes
 // bench/results/forward-<date>.json.
 //
@@ -32,6 +32,7 @@ import {
   markdownTable,
   summarize,
   type PhaseRun,
+  type SummaryInputs,
 } from "./forward-report.js";
 
 interface Options {
@@ -44,7 +45,8 @@ interface Options {
   decodeBatches: number[];
   repeats: number;
   python: string;
-  torchThreads?: number;
+  /** torch intra-op thread counts to try; the fastest run of each phase is reported. */
+  torchThreads?: number[];
   minTorchGflops: number;
   installBlas: boolean;
   resultsDir: string;
@@ -157,6 +159,7 @@ function runPhase(
   side: PhaseResult["side"],
   phase: Phase,
   batch: number | undefined,
+  torchThreads: number | undefined,
   planPath: string,
   options: Options,
 ): PhaseRun {
@@ -169,10 +172,10 @@ function runPhase(
   } else {
     command = options.python;
     args.unshift(benchFile("forward_torch.py"));
-    if (options.torchThreads !== undefined) args.push("--threads", String(options.torchThreads));
+    if (torchThreads !== undefined) args.push("--threads", String(torchThreads));
   }
 
-  log.info({ side, phase, batch }, "running");
+  log.info({ side, phase, batch, torchThreads }, "running");
   const busyBefore = machineBusySeconds();
   const start = performance.now();
   const out = spawnSync(command, args, {
@@ -213,7 +216,7 @@ function parsePositiveInteger(value: string): number {
   return n;
 }
 
-function parseBatchList(value: string): number[] {
+function parseIntegerList(value: string): number[] {
   return value.split(",").map((part) => parsePositiveInteger(part.trim()));
 }
 
@@ -237,7 +240,7 @@ function parseOptions(): Options {
     .option(
       "--decode-batches <list>",
       "comma-separated decode batch sizes",
-      parseBatchList,
+      parseIntegerList,
       [1, 16],
     )
     .option(
@@ -248,9 +251,10 @@ function parseOptions(): Options {
     )
     .option("--python <path>", "Python interpreter that has torch and numpy", "/usr/bin/python3")
     .option(
-      "--torch-threads <n>",
-      "torch intra-op threads (default: one per core)",
-      parsePositiveInteger,
+      "--torch-threads <list>",
+      "comma-separated torch intra-op thread counts to try; each PyTorch phase reports its " +
+        "fastest (default: 1 and one per core)",
+      parseIntegerList,
     )
     .option(
       "--min-torch-gflops <x>",
@@ -264,6 +268,41 @@ function parseOptions(): Options {
   return program.opts<Options>();
 }
 
+/** Runs every phase, midpo first, then PyTorch once per thread count, phase by phase. */
+function runAllPhases(options: Options, planPath: string): PhaseRun[] {
+  const torchThreads = [...new Set(options.torchThreads ?? [1, cpus().length])];
+  const runs: PhaseRun[] = [];
+  const both = (phase: Phase, batch?: number) => {
+    runs.push(runPhase("midpo", phase, batch, undefined, planPath, options));
+    for (const threads of torchThreads) {
+      runs.push(runPhase("pytorch", phase, batch, threads, planPath, options));
+    }
+  };
+  both("matmul");
+  both("prefill");
+  for (const batch of options.decodeBatches) both("decode", batch);
+  return runs;
+}
+
+function collectWarnings(inputs: SummaryInputs, valid: boolean): string[] {
+  const warnings: string[] = [];
+  if (!valid) {
+    warnings.push(
+      `PyTorch's matmul rate is below ${inputs.minTorchGflops} GFLOP/s, so torch is not using ` +
+        `a real BLAS and no speedup is reported. Install ${BLAS_PACKAGE} ` +
+        `(apt-get install -y ${BLAS_PACKAGE}) and rerun.`,
+    );
+  }
+  const busiest = Math.max(...inputs.runs.map((r) => r.other_cpu_cores));
+  if (busiest > 0.25) {
+    warnings.push(
+      `other processes used up to ${busiest.toFixed(2)} cores during a phase ` +
+        `(other_cpu_cores in the JSON); rates from those phases are lower than on an idle machine.`,
+    );
+  }
+  return warnings;
+}
+
 function main(): void {
   const options = parseOptions();
   ensureRandomModel(options.modelDir, options.seed);
@@ -275,47 +314,22 @@ function main(): void {
   writeFileSync(planPath, JSON.stringify(plan));
 
   const started = new Date();
-  const runs: PhaseRun[] = [];
-  const both = (phase: Phase, batch?: number) => {
-    runs.push(runPhase("midpo", phase, batch, planPath, options));
-    runs.push(runPhase("pytorch", phase, batch, planPath, options));
-  };
-  both("matmul");
-  both("prefill");
-  for (const batch of options.decodeBatches) both("decode", batch);
+  const runs = runAllPhases(options, planPath);
 
   const weightBytes =
     4 * weightSpecs(config).reduce((n, s) => n + s.shape.reduce((a, b) => a * b, 1), 0);
+  // Keys and values of every layer in float32, for prompt + new tokens: what generate()
+  // preallocates, and what PyTorch's cache has grown to after the last step.
+  const positions = options.promptLength + options.newTokens;
   const kvCacheBytes = (batch: number) =>
-    // Keys and values, every layer, float32, for prompt + new tokens (midpo preallocates this).
-    2 *
-    config.numHiddenLayers *
-    batch *
-    config.numKeyValueHeads *
-    config.headDim *
-    (options.promptLength + options.newTokens) *
-    4;
+    2 * config.numHiddenLayers * batch * config.numKeyValueHeads * config.headDim * positions * 4;
   const inputs = { runs, weightBytes, kvCacheBytes, minTorchGflops: options.minTorchGflops };
   const rows = summarize(inputs);
   const valid = baselineIsValid(inputs);
-  const warnings: string[] = [];
-  if (!valid) {
-    warnings.push(
-      `PyTorch's matmul rate is below ${options.minTorchGflops} GFLOP/s, so torch is not using ` +
-        `a real BLAS and no speedup is reported. Install ${BLAS_PACKAGE} ` +
-        `(apt-get install -y ${BLAS_PACKAGE}) and rerun.`,
-    );
-  }
-  const busiest = Math.max(...runs.map((r) => r.other_cpu_cores));
-  if (busiest > 0.25) {
-    warnings.push(
-      `other processes used up to ${busiest.toFixed(2)} cores during a phase ` +
-        `(other_cpu_cores in the JSON); rates from those phases are lower than on an idle machine.`,
-    );
-  }
+  const warnings = collectWarnings(inputs, valid);
 
-  const torchResult = runs.find((r) => r.result.side === "pytorch")!.result;
   const midpoResult = runs.find((r) => r.result.side === "midpo")!.result;
+  const torchResult = runs.find((r) => r.result.side === "pytorch")!.result;
   const report = {
     date: started.toISOString(),
     command: ["npx tsx bench/run-forward.ts", ...process.argv.slice(2)].join(" "),
@@ -324,7 +338,6 @@ function main(): void {
       [BLAS_PACKAGE]: blasVersion,
       ...midpoResult.versions,
       ...torchResult.versions,
-      torch_threads: torchResult.threads,
     },
     settings: {
       model_dir: options.modelDir,
@@ -335,7 +348,7 @@ function main(): void {
       new_tokens: options.newTokens,
       decode_batches: options.decodeBatches,
       repeats: options.repeats,
-      statistic: "fastest of the timed runs; every run is under phases",
+      statistic: "fastest timed run (median beside it); every run is under phases",
       min_torch_gflops: options.minTorchGflops,
     },
     baseline_valid: valid,
