@@ -135,31 +135,32 @@ export function mixedLinear(experts: Experts, mixing: Mixing, exposeGates: boole
 /**
  * λ_α · mean|α| + λ_β · mean|β − 1| over every layer and every non-padding token; `mask` is
  * [batch, seq] with 1 on real tokens. Padding is left out of the means (the reference code
- * averages over padding too; midpo does not copy that).
+ * averages over padding too; midpo does not copy that). Also returns mean α and mean β.
  */
 export function gateRegularizer(
   mixed: MixedGraph,
   mask: Tensor,
   lambdaAlpha: number,
   lambdaBeta: number,
-): Tensor {
+): { penalty: Tensor; meanAlpha: Tensor; meanBeta: Tensor } {
   const g = mask.graph;
   const layers = mixed.alpha.length;
-  const tokens = op.reduceSum(mask, [0, 1], false);
   const one = op.scalar(g, 1, mask.dtype);
-  let alphaSum: Tensor | null = null;
-  let betaSum: Tensor | null = null;
-  for (let l = 0; l < layers; l++) {
-    const a = op.reduceSum(op.mul(op.abs(mixed.alpha[l]), mask), [0, 1], false);
-    const b = op.reduceSum(op.mul(op.abs(op.sub(mixed.beta[l], one)), mask), [0, 1], false);
-    alphaSum = alphaSum === null ? a : op.add(alphaSum, a);
-    betaSum = betaSum === null ? b : op.add(betaSum, b);
-  }
-  const denominator = op.mul(tokens, op.scalar(g, layers, mask.dtype));
-  const meanAlpha = op.div(alphaSum!, denominator);
-  const meanBetaGap = op.div(betaSum!, denominator);
-  return op.add(
-    op.mul(op.scalar(g, lambdaAlpha, mask.dtype), meanAlpha),
+  const count = op.mul(op.reduceSum(mask, [0, 1], false), op.scalar(g, layers, mask.dtype));
+  const maskedMean = (gates: Tensor[], f: (t: Tensor) => Tensor) => {
+    let sum: Tensor | null = null;
+    for (const gate of gates) {
+      const s = op.reduceSum(op.mul(f(gate), mask), [0, 1], false);
+      sum = sum === null ? s : op.add(sum, s);
+    }
+    return op.div(sum!, count);
+  };
+  const meanAbsAlpha = maskedMean(mixed.alpha, (a) => op.abs(a));
+  const meanBetaGap = maskedMean(mixed.beta, (b) => op.abs(op.sub(b, one)));
+  const penalty = op.add(
+    op.mul(op.scalar(g, lambdaAlpha, mask.dtype), meanAbsAlpha),
     op.mul(op.scalar(g, lambdaBeta, mask.dtype), meanBetaGap),
   );
+  // Gates lie in (0, 1), so mean|α| is mean α and 1 − mean|β − 1| is mean β.
+  return { penalty, meanAlpha: meanAbsAlpha, meanBeta: op.sub(one, meanBetaGap) };
 }

@@ -67,6 +67,8 @@ export interface StepResult {
   /** Policy sequence log-probs, chosen rows then rejected rows. */
   logps: number[];
   grads: Map<string, Float32Array>;
+  /** Every graph output, for callers that add their own (e.g. gate means). */
+  outputs: Record<string, { data: unknown }>;
 }
 
 /** Runs a preference graph with frozen weights bound once and parameters fed per step. */
@@ -112,6 +114,7 @@ export class PreferenceStep {
       loss: Number(out.loss.data[0]),
       logps: Array.from(out.logps.data as Float32Array),
       grads,
+      outputs: out,
     };
   }
 
