@@ -370,6 +370,20 @@ const CASES: Case[] = [
     build: ([a, idx]) => op.gatherElements(a, idx, 1),
   },
   {
+    name: "Gather rows with repeats",
+    inputs: [
+      { declared: [4, 3], dims: [4, 3] },
+      {
+        declared: [2, 3],
+        dims: [2, 3],
+        values: [0, 2, 2, 3, 0, 0],
+        dtype: "int64",
+        differentiable: false,
+      },
+    ],
+    build: ([table, idx]) => op.gather(table, idx, 0),
+  },
+  {
     name: "RMSNorm pattern",
     inputs: [
       { declared: ["b", 4], dims: [3, 4] },

@@ -477,3 +477,13 @@ export function reshapeTo(x: Tensor, shapeTensor: Tensor, resultShape: Shape): T
     [{ dtype: x.dtype, shape: resultShape }],
   )[0];
 }
+
+/** A copy of `data` with `updates` added at the index tuples in `indices` (ScatterND, add). */
+export function scatterNdAdd(data: Tensor, indices: Tensor, updates: Tensor): Tensor {
+  return graphOf(data).addNode(
+    "ScatterND",
+    [data, indices, updates],
+    [{ dtype: data.dtype, shape: data.shape }],
+    { reduction: { string: "add" } },
+  )[0];
+}

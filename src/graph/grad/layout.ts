@@ -106,6 +106,15 @@ export const layoutRules: Record<string, GradRule> = {
     });
   },
 
+  // Embedding lookups: rows gathered several times accumulate their gradients.
+  Gather: ({ node, dOutputs: [dy] }) => {
+    const [x, indices] = node.inputs as Tensor[];
+    const axis = (node.attributes.axis as { int: number }).int;
+    if (axis !== 0) throw new Error("Gather: gradients are supported for axis 0 only");
+    const tuples = op.unsqueeze(op.cast(indices, "int64"), [indices.rank]);
+    return [op.scatterNdAdd(op.zerosLike(x), tuples, dy!), null];
+  },
+
   GatherElements: ({ node, dOutputs: [dy] }) => {
     const [x, indices] = node.inputs as Tensor[];
     const axis = (node.attributes.axis as { int: number }).int;
