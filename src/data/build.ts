@@ -106,7 +106,7 @@ export async function buildDatasets(options: BuildOptions): Promise<BuildSummary
   };
 
   const measure =
-    options.tokenizer === undefined ? undefined : tokenLengths(options.tokenizer, template);
+    options.tokenizer === undefined ? undefined : tokenLengths(options.tokenizer, { template });
   const files: OutputFile[] = [];
   const sets = {} as Record<SetName, SetSummary>;
   for (const name of SET_NAMES) {
@@ -153,7 +153,7 @@ export async function buildDatasets(options: BuildOptions): Promise<BuildSummary
         ? {}
         : {
             template,
-            tokenizationConfigHash: tokenizationConfigHash(options.tokenizer, template),
+            tokenizationConfigHash: tokenizationConfigHash(options.tokenizer, { template }),
           }),
     };
   }

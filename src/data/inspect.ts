@@ -89,7 +89,7 @@ export function inspectDataset(
     const template = options.template ?? "safe-rlhf";
     report.tokens = {
       template,
-      ...lengthReport(pairs, tokenLengths(options.tokenizer, template)),
+      ...lengthReport(pairs, tokenLengths(options.tokenizer, { template })),
     };
   }
   return report;

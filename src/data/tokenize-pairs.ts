@@ -22,9 +22,15 @@ export type PromptTemplate = "safe-rlhf" | "chat";
 
 export const PROMPT_TEMPLATES: readonly PromptTemplate[] = ["safe-rlhf", "chat"];
 
-export interface PairTokenizeOptions {
+/** How prompts and responses are rendered as text before encoding. */
+export interface PromptFormat {
   /** Prompt template. Default "safe-rlhf". */
   template?: PromptTemplate;
+  /** Extra chat-template variables, e.g. `{ enable_thinking: false }` for Qwen3. */
+  chatVariables?: Record<string, unknown>;
+}
+
+export interface PairTokenizeOptions extends PromptFormat {
   /** Max tokens of prompt + response. Default: no limit. */
   maxLength?: number;
 }
@@ -71,7 +77,7 @@ export function tokenizePairs(
   });
   return {
     template,
-    configHash: tokenizationConfigHash(tokenizer, template),
+    configHash: tokenizationConfigHash(tokenizer, options),
     pairs: tokenized,
     stats,
   };
@@ -92,8 +98,7 @@ function tokenizePairCounting(
   options: PairTokenizeOptions,
   stats: { boundaryMismatches: number },
 ): TokenizedPreferencePair {
-  const template = options.template ?? "safe-rlhf";
-  const promptText = renderPrompt(pair.prompt, tokenizer, template);
+  const promptText = renderPrompt(pair.prompt, tokenizer, options);
   const promptIds = encodePrompt(promptText, tokenizer);
   const chosen = encodeResponse(
     pair.prompt,
@@ -101,7 +106,7 @@ function tokenizePairCounting(
     promptIds,
     pair.chosen,
     tokenizer,
-    template,
+    options,
   );
   const rejected = encodeResponse(
     pair.prompt,
@@ -109,7 +114,7 @@ function tokenizePairCounting(
     promptIds,
     pair.rejected,
     tokenizer,
-    template,
+    options,
   );
   stats.boundaryMismatches += (chosen.mismatch ? 1 : 0) + (rejected.mismatch ? 1 : 0);
 
@@ -130,11 +135,14 @@ function tokenizePairCounting(
 export function renderPrompt(
   prompt: Prompt,
   tokenizer: Tokenizer,
-  template: PromptTemplate,
+  format: PromptFormat = {},
 ): string {
   const turns = turnsOf(prompt);
-  if (template === "chat") {
-    return tokenizer.applyChatTemplate(turns, { addGenerationPrompt: true });
+  if (format.template === "chat") {
+    return tokenizer.applyChatTemplate(turns, {
+      addGenerationPrompt: true,
+      variables: format.chatVariables,
+    });
   }
   return formatSafeRlhfPrompt(turns, eosTokenOf(tokenizer));
 }
@@ -196,12 +204,16 @@ function encodeResponse(
   promptIds: readonly number[],
   response: string,
   tokenizer: Tokenizer,
-  template: PromptTemplate,
+  format: PromptFormat,
 ): { ids: number[]; mismatch: boolean } {
+  const template = format.template ?? "safe-rlhf";
   let fullText: string;
   if (template === "chat") {
     const messages = [...turnsOf(prompt), { role: "assistant", content: response }];
-    fullText = tokenizer.applyChatTemplate(messages, { addGenerationPrompt: false });
+    fullText = tokenizer.applyChatTemplate(messages, {
+      addGenerationPrompt: false,
+      variables: format.chatVariables,
+    });
   } else {
     fullText = promptText + response;
   }
@@ -295,12 +307,9 @@ function truncatePair(
 }
 
 /** A length measure in tokens, as tokenizePairs would produce them without a limit. */
-export function tokenLengths(
-  tokenizer: Tokenizer,
-  template: PromptTemplate = "safe-rlhf",
-): LengthMeasure {
+export function tokenLengths(tokenizer: Tokenizer, format: PromptFormat = {}): LengthMeasure {
   return (pair) => {
-    const tokenized = tokenizePair(pair, tokenizer, { template });
+    const tokenized = tokenizePair(pair, tokenizer, format);
     return {
       prompt: tokenized.promptIds.length,
       chosen: tokenized.chosenIds.length,
@@ -316,16 +325,19 @@ export function tokenLengths(
 const TOKENIZATION_VERSION = 1;
 
 /**
- * Hash (hex SHA-256) of what decides the ids of a pair apart from its text: the template kind,
- * the tokenizer's identity (see tokenizerFingerprint) and the version of these rules. Caches of
- * tokenised pairs or per-pair log-probs can key on it. The length limit is not part of it.
+ * Hash (hex SHA-256) of what decides the ids of a pair apart from its text: the template kind
+ * and chat-template variables, the tokenizer's identity (see tokenizerFingerprint) and the
+ * version of these rules. Caches of tokenised pairs or per-pair log-probs can key on it. The
+ * length limit is not part of it.
  */
-export function tokenizationConfigHash(tokenizer: Tokenizer, template: PromptTemplate): string {
+export function tokenizationConfigHash(tokenizer: Tokenizer, format: PromptFormat = {}): string {
+  const template = format.template ?? "safe-rlhf";
   return createHash("sha256")
     .update(
       JSON.stringify({
         version: TOKENIZATION_VERSION,
         template,
+        chatVariables: template === "chat" ? (format.chatVariables ?? {}) : {},
         tokenizer: tokenizerFingerprint(tokenizer),
       }),
     )
