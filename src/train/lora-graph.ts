@@ -94,3 +94,25 @@ export function withAdapter(base: CausalLM, adapter: LoraAdapter): CausalLM {
     branch.linear,
   );
 }
+
+/** W + scale · B A for every adapted module: the adapter merged into full weights. */
+export function mergeLora(weights: WeightMap, adapter: LoraAdapter): WeightMap {
+  const merged: WeightMap = new Map(weights);
+  const scale = loraScale(adapter.config);
+  const r = adapter.config.r;
+  for (const [name, m] of adapter.modules) {
+    const base = weights.get(`${name}.weight`)!;
+    const out = Float32Array.from(base);
+    for (let o = 0; o < m.outFeatures; o++) {
+      for (let k = 0; k < r; k++) {
+        const b = m.B[o * r + k] * scale;
+        if (b === 0) continue;
+        const row = o * m.inFeatures;
+        const aRow = k * m.inFeatures;
+        for (let i = 0; i < m.inFeatures; i++) out[row + i] += b * m.A[aRow + i];
+      }
+    }
+    merged.set(`${name}.weight`, out);
+  }
+  return merged;
+}
