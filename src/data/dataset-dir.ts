@@ -1,4 +1,4 @@
-// Hugging Face dataset directories: a downloaded dataset repository holds its data as Parquet,
+// Hugging Face dataset directories: a downloaded dataset repository stores its data as Parquet,
 // JSONL or JSON files, e.g. `data/train-00000-of-00001.parquet`, `data/Alpaca-7B/test.jsonl`,
 // or `default/train/0000.parquet`. The split of a file comes from its path.
 
@@ -66,7 +66,7 @@ async function splitFiles(
   dir: string,
   split: string | undefined,
 ): Promise<{ split: string; files: string[] }> {
-  // As on the Hugging Face hub, a `data` folder, when present, holds all the data files.
+  // As on the Hugging Face hub, a `data` folder, when present, contains all the data files.
   const dataDir = join(dir, "data");
   const root = (await isDirectory(dataDir)) ? dataDir : dir;
   const all = (await listDataFiles(root)).sort();
@@ -106,18 +106,18 @@ async function splitFiles(
 }
 
 /**
- * Whether `file` belongs to `split`: a folder on its path inside `root` is named after the split,
+ * Returns whether `file` belongs to `split`: a folder on its path inside `root` is named after the split,
  * or its file name starts with the split followed by `-`, `_` or `.` (as in `test.jsonl` and
  * `train-00000-of-00001.parquet`).
  */
 function fileSplitIs(root: string, file: string, split: string): boolean {
   const parts = relative(root, file).toLowerCase().split(sep);
   const name = parts.pop() ?? "";
-  const wanted = split.toLowerCase();
-  if (parts.includes(wanted)) {
+  const requested = split.toLowerCase();
+  if (parts.includes(requested)) {
     return true;
   }
-  return name.startsWith(wanted) && /^[-_.]/.test(name.slice(wanted.length));
+  return name.startsWith(requested) && /^[-_.]/.test(name.slice(requested.length));
 }
 
 /** Lists data files under `dir`, skipping hidden folders such as `.git` and `.cache`. */

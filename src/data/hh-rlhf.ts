@@ -1,4 +1,4 @@
-// Anthropic hh-rlhf dialogues. Each record holds two full transcripts, `chosen` and `rejected`,
+// Anthropic hh-rlhf dialogues. Each record contains two full transcripts, `chosen` and `rejected`,
 // written as "\n\nHuman: ...\n\nAssistant: ..." turns. They share every turn except the final
 // Assistant reply, so a pair is (shared turns as the prompt, final chosen reply, final rejected
 // reply).

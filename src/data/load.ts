@@ -171,21 +171,21 @@ async function* withSchema(
     return;
   }
 
-  const held: ReadItem[] = [];
+  const beforeSchema: ReadItem[] = [];
   for await (const item of items) {
     if (summary.schema === undefined) {
-      held.push(item);
+      beforeSchema.push(item);
       if (!isObjectRecord(item)) {
         continue;
       }
       summary.schema = schemaOf(item, summary.file, fields);
-      yield* held;
-      held.length = 0;
+      yield* beforeSchema;
+      beforeSchema.length = 0;
       continue;
     }
     yield item;
   }
-  yield* held;
+  yield* beforeSchema;
 }
 
 function isObjectRecord(item: ReadItem): item is RawRecord & { value: Record<string, unknown> } {

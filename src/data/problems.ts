@@ -42,7 +42,7 @@ export type ProblemReason = (typeof RECORD_PROBLEMS)[number] | (typeof FILE_PROB
 export interface Problem {
   reason: ProblemReason;
   source: SourceLocation;
-  /** What exactly is wrong, e.g. `"better_response_id" is 2`. */
+  /** Description of the fault, e.g. `"better_response_id" is 2`. */
   detail: string;
 }
 

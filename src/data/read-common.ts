@@ -43,7 +43,7 @@ export function decodeUtf8(bytes: Uint8Array): { text: string; invalid: boolean 
   }
 }
 
-/** Whether any string inside `value` (at any depth) satisfies `test`. */
+/** Returns whether any string inside `value` (at any depth) satisfies `test`. */
 export function containsString(value: unknown, test: (s: string) => boolean): boolean {
   if (typeof value === "string") {
     return test(value);

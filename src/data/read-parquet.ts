@@ -1,4 +1,4 @@
-// Parquet reading with hyparquet, one row group at a time, so memory holds one row group of
+// Parquet reading with hyparquet, one row group at a time, so memory contains one row group of
 // decoded rows (plus, for a gzip-compressed file, the decompressed file). hyparquet-compressors
 // adds the codecs that Hugging Face Parquet files may use besides Snappy (zstd, gzip, brotli,
 // lz4).

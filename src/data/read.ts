@@ -186,7 +186,7 @@ function parseJsonlLine(bytes: Buffer, path: string, line: number): ReadItem | u
 }
 
 /**
- * Reads a file that holds one JSON array of records. The whole file is parsed at once, because
+ * Reads a file that contains one JSON array of records. The whole file is parsed at once, because
  * JSON.parse has no streaming mode. Invalid UTF-8 can only be detected for the file as a whole,
  * so then every record that contains U+FFFD is flagged.
  */

@@ -157,7 +157,7 @@ export function promptKey(prompt: Prompt): string {
 }
 
 /**
- * Whether a prompt belongs to the eval split. The first 48 bits of
+ * Returns whether a prompt belongs to the eval split. The first 48 bits of
  * SHA-256(`midpo-split` NUL seed NUL promptKey), read as a fraction of 2^48, are compared with
  * `evalRatio`. The result depends only on the seed and the prompt, so every pair with one
  * prompt lands on one side, and a prompt lands on the same side in D_s, D_h and D_dual.

@@ -6,8 +6,8 @@
 // - "chat": the model's Jinja chat template, rendered with a generation prompt.
 //
 // A response is tokenised together with its prompt and then cut at the prompt's length, as
-// safe-rlhf does, because SentencePiece tokenisers encode the first word of a text differently
-// from the same word after "ASSISTANT:" (a leading "▁" is added at the start of a text).
+// safe-rlhf does. Encoded alone, its first word would differ: SentencePiece tokenisers add a
+// leading "▁" at the start of a text, but not after "ASSISTANT:".
 
 import { createHash } from "node:crypto";
 import { existsSync, readFileSync } from "node:fs";
@@ -22,7 +22,7 @@ export type PromptTemplate = "safe-rlhf" | "chat";
 
 export const PROMPT_TEMPLATES: readonly PromptTemplate[] = ["safe-rlhf", "chat"];
 
-/** How prompts and responses are rendered as text before encoding. */
+/** Template settings that decide how prompts and responses are rendered as text. */
 export interface PromptFormat {
   /** Prompt template. Default "safe-rlhf". */
   template?: PromptTemplate;
@@ -166,7 +166,7 @@ function eosTokenOf(tokenizer: Tokenizer): string {
 
 const addsBosCache = new WeakMap<Tokenizer, boolean>();
 
-/** Whether plain `encode(text)` starts with BOS for this tokenizer. */
+/** Returns whether plain `encode(text)` starts with BOS for this tokenizer. */
 function addsBos(tokenizer: Tokenizer): boolean {
   let adds = addsBosCache.get(tokenizer);
   if (adds === undefined) {
@@ -192,11 +192,12 @@ function encodePrompt(promptText: string, tokenizer: Tokenizer): number[] {
 
 /**
  * Encodes a response after its prompt: the full text (prompt, then response) is encoded and the
- * prompt's ids are cut off. When the prompt's ids are not a prefix of the full text's (a token
- * merged across the boundary, or a chat template that renders the history differently once the
- * reply is added), the response is encoded on its own instead and `mismatch` is set.
- * The ids end with EOS. With a chat template, tokens after the template's last EOS (such as a
- * newline after `<|im_end|>`) are dropped.
+ * prompt's ids are cut off. A token can merge across the boundary (`:"` after "ASSISTANT:"), or
+ * a chat template can render the history differently once the reply is added. Then the prompt's
+ * ids are not a prefix of the full text's, so the response is encoded on its own and `mismatch`
+ * is set. The ids end with EOS. With a chat template, whitespace tokens after the template's
+ * last EOS (the newline after `<|im_end|>`) are dropped, and EOS is appended when the template
+ * writes none.
  */
 function encodeResponse(
   prompt: Prompt,
@@ -256,7 +257,7 @@ function endWithEos(ids: number[], tokenizer: Tokenizer, template: PromptTemplat
   return [...ids, tokenizer.eosTokenId as number];
 }
 
-/** Whether a token carries visible text; whitespace-only tokens after the last EOS do not. */
+/** Returns whether a token carries visible text, as whitespace-only tokens do not. */
 function isText(id: number, tokenizer: Tokenizer): boolean {
   return tokenizer.decode([id]).trim() !== "";
 }
@@ -306,7 +307,7 @@ function truncatePair(
   };
 }
 
-/** A length measure in tokens, as tokenizePairs would produce them without a limit. */
+/** Returns a length measure in tokens, counted as tokenizePairs produces them without a limit. */
 export function tokenLengths(tokenizer: Tokenizer, format: PromptFormat = {}): LengthMeasure {
   return (pair) => {
     const tokenized = tokenizePair(pair, tokenizer, format);
@@ -352,9 +353,9 @@ const TOKENIZER_FILES = [
 ];
 
 /**
- * Identity of a tokenizer: a SHA-256 over the bytes of its files when it was loaded from a
- * directory, and otherwise over its vocabulary, special-token ids, the encoding of a probe text
- * and, when it has one, its chat template rendered on a probe conversation.
+ * Computes the identity of a tokenizer loaded from a directory as a SHA-256 over the bytes of
+ * its files. A tokenizer built in memory is hashed over its vocabulary, special-token ids and
+ * the encoding of a probe text, plus its chat template rendered on a probe conversation.
  */
 export function tokenizerFingerprint(tokenizer: Tokenizer): string {
   const hash = createHash("sha256");

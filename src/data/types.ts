@@ -2,7 +2,7 @@
 // D_dual) and tokenisation.
 
 /**
- * Where a record came from: `line` (1-based) for JSONL files, `row` (0-based) for Parquet files
+ * Location of a record in its source: `line` (1-based) for JSONL files, `row` (0-based) for Parquet files
  * and JSON arrays. A file-level problem such as a bad gzip stream may carry neither.
  */
 export interface SourceLocation {

@@ -319,7 +319,7 @@ function optionalNumber(value: Record<string, unknown>, name: string): number | 
   return field;
 }
 
-/** A prompt: a string, or a list of `{role, content}` turns (user, assistant, ..., user). */
+/** Reads a prompt: a string, or a list of `{role, content}` turns (user, assistant, ..., user). */
 function requiredPrompt(value: Record<string, unknown>, name: string): Prompt {
   const field = present(value, name);
   if (typeof field === "string") {

@@ -1,6 +1,6 @@
-// Writing a set of output files so that a reader never sees a half-written build: every file is
-// first written under a temporary name in the output directory, then all are renamed into
-// place, the last file (the summary) after the others.
+// Atomic output of a build. Every file is first written under a temporary name in the output
+// directory, then all are renamed into place, the last file (the summary) after the others, so a
+// reader that finds the summary never sees a half-written build.
 
 import { randomBytes } from "node:crypto";
 import { createWriteStream } from "node:fs";
@@ -68,7 +68,7 @@ async function writeFileContent(path: string, file: OutputFile): Promise<void> {
   await closed;
 }
 
-/** The JSONL form of a pair in `data build` output. */
+/** Converts a pair to its JSONL form in `data build` output. */
 export function pairToJson(pair: PreferencePair): Record<string, unknown> {
   return {
     prompt: pair.prompt,
