@@ -1,5 +1,6 @@
-// D_s, D_h and D_dual on the real PKU-SafeRLHF rows, checked against rules applied here to the
-// raw JSON lines; D_dual by cost on hand-made costs; prompt-grouped splits; length filtering.
+// D_s, D_h and D_dual on the real PKU-SafeRLHF rows are checked against the set rules applied
+// here to the raw JSON lines. D_dual by cost uses hand-made costs. Also tested: prompt-grouped
+// splits and length filtering.
 
 import { existsSync, readFileSync } from "node:fs";
 import { join } from "node:path";

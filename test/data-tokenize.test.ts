@@ -222,7 +222,7 @@ describe("tokenizationConfigHash", () => {
 });
 
 describe.skipIf(!existsSync(PKU))("real PKU-SafeRLHF rows", () => {
-  it("tokenise with the prompt ids as a prefix", async () => {
+  it("keep the prompt ids as a prefix", async () => {
     const { pku } = await loadDataset(PKU);
     const pairs = buildHelpfulnessSet(pku).pairs.slice(0, 60);
     const result = tokenizePairs(pairs, mistral);
