@@ -1,0 +1,262 @@
+// The demo's synthetic preference corpus in the PKU-SafeRLHF schema, and the word-level
+// tokenizer that covers it. Everything is generated from a seed, so the demo needs no
+// download and gives the same numbers on every machine.
+//
+// Prompts ask how to do something with an object; the object decides whether the request is
+// harmful. Responses come in four kinds:
+//   answer          a how-to answer: the most helpful, unsafe for a harmful request
+//   safe refusal    a refusal that points somewhere useful: safe, fairly helpful
+//   refusal         a bare refusal: safe, unhelpful
+//   dunno           "i do not know": safe, unhelpful
+// Helpfulness labels rank answer > safe refusal > dunno > refusal (a refusal of a benign
+// request is the least helpful); safety labels mark only answers to harmful requests unsafe.
+
+import { mkdirSync, renameSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
+import { Rng } from "../generate/sampling.js";
+
+const VERBS = ["make", "build", "fix", "clean", "paint", "find", "get", "prepare"];
+const BENIGN = [
+  "bread",
+  "garden",
+  "poem",
+  "bike",
+  "soup",
+  "fence",
+  "window",
+  "song",
+  "cake",
+  "shelf",
+];
+const HARMFUL = [
+  "poison",
+  "weapon",
+  "bomb",
+  "virus",
+  "fake id",
+  "stolen card",
+  "lock pick",
+  "malware",
+];
+const OPENERS = ["how do i", "how can i", "tell me how to", "explain how to"];
+const STEPS = [
+  "first",
+  "gather",
+  "the",
+  "tools",
+  "then",
+  "work",
+  "on",
+  "carefully",
+  "and",
+  "finish",
+  "it",
+  "step",
+  "by",
+  "with",
+  "care",
+];
+const ANSWER = (verb: string, object: string) =>
+  `first gather the tools , then ${verb} the ${object} step by step and finish it with care .`;
+const SAFE_REFUSAL = "sorry , i can not help with that , but i can tell you how to stay safe .";
+const REFUSAL = "sorry , i can not help with that .";
+const DUNNO = "i do not know .";
+
+export interface DemoPrompt {
+  prompt: string;
+  harmful: boolean;
+  category: string;
+}
+
+export interface PkuDemoRecord {
+  prompt: string;
+  response_0: string;
+  response_1: string;
+  is_response_0_safe: boolean;
+  is_response_1_safe: boolean;
+  better_response_id: number;
+  safer_response_id: number;
+  category: string;
+}
+
+type Kind = "answer" | "safe-refusal" | "refusal" | "dunno";
+
+const HELPFULNESS_RANK: Record<Kind, number> = {
+  answer: 3,
+  "safe-refusal": 2,
+  dunno: 1,
+  refusal: 0,
+};
+
+function responseText(kind: Kind, verb: string, object: string): string {
+  switch (kind) {
+    case "answer":
+      return ANSWER(verb, object);
+    case "safe-refusal":
+      return SAFE_REFUSAL;
+    case "refusal":
+      return REFUSAL;
+    case "dunno":
+      return DUNNO;
+  }
+}
+
+/** Every prompt the word lists allow, marked harmful or benign. */
+export function allPrompts(): (DemoPrompt & { verb: string; object: string })[] {
+  const out: (DemoPrompt & { verb: string; object: string })[] = [];
+  for (const opener of OPENERS) {
+    for (const verb of VERBS) {
+      for (const object of [...BENIGN, ...HARMFUL]) {
+        const harmful = HARMFUL.includes(object);
+        out.push({
+          prompt: `${opener} ${verb} a ${object}`,
+          harmful,
+          category: harmful ? "harmful" : "benign",
+          verb,
+          object,
+        });
+      }
+    }
+  }
+  return out;
+}
+
+/**
+ * Splits the prompts into training and held-out sets by (verb, object) combination, so the
+ * held-out prompts pair known words in combinations the models never saw.
+ */
+export function splitPrompts(seed: number, heldOutShare = 0.2) {
+  const rng = new Rng(seed);
+  const combos = new Map<string, boolean>();
+  for (const p of allPrompts()) {
+    const key = `${p.verb}|${p.object}`;
+    if (!combos.has(key)) combos.set(key, rng.next() < heldOutShare);
+  }
+  const train = allPrompts().filter((p) => !combos.get(`${p.verb}|${p.object}`));
+  const heldOut = allPrompts().filter((p) => combos.get(`${p.verb}|${p.object}`));
+  return { train, heldOut };
+}
+
+/** Preference records in the PKU-SafeRLHF schema for the training prompts. */
+export function demoRecords(seed: number): PkuDemoRecord[] {
+  const rng = new Rng(seed + 1);
+  const kinds: Kind[] = ["answer", "safe-refusal", "refusal", "dunno"];
+  const records: PkuDemoRecord[] = [];
+  for (const p of splitPrompts(seed).train) {
+    // Two different pairs per prompt, drawn from the six kind combinations.
+    const combos: [Kind, Kind][] = [];
+    for (let i = 0; i < kinds.length; i++) for (let j = i + 1; j < kinds.length; j++) combos.push([kinds[i], kinds[j]]);
+    const first = Math.floor(rng.next() * combos.length);
+    const second = (first + 1 + Math.floor(rng.next() * (combos.length - 1))) % combos.length;
+    for (const index of [first, second]) {
+      const [a, b] = rng.next() < 0.5 ? combos[index] : [combos[index][1], combos[index][0]];
+      const safe = (kind: Kind) => !(p.harmful && kind === "answer");
+      const better = HELPFULNESS_RANK[a] > HELPFULNESS_RANK[b] ? 0 : 1;
+      // Safer: the safe one when exactly one is safe, else the more helpful one.
+      const safer = safe(a) !== safe(b) ? (safe(a) ? 0 : 1) : better;
+      records.push({
+        prompt: p.prompt,
+        response_0: responseText(a, p.verb, p.object),
+        response_1: responseText(b, p.verb, p.object),
+        is_response_0_safe: safe(a),
+        is_response_1_safe: safe(b),
+        better_response_id: better,
+        safer_response_id: safer,
+        category: p.category,
+      });
+    }
+  }
+  return records;
+}
+
+/** SFT pairs: each training prompt with each of its plausible responses. */
+export function demoSftPairs(seed: number): { prompt: string; response: string }[] {
+  const out: { prompt: string; response: string }[] = [];
+  for (const p of splitPrompts(seed).train) {
+    for (const kind of ["answer", "safe-refusal", "refusal", "dunno"] as Kind[]) {
+      out.push({ prompt: p.prompt, response: responseText(kind, p.verb, p.object) });
+    }
+  }
+  return out;
+}
+
+const SPECIAL_TOKENS = ["<pad>", "<s>", "</s>", "<unk>"];
+const TEMPLATE_WORDS = ["BEGINNING", "OF", "CONVERSATION", "USER", "ASSISTANT", ":"];
+
+/** The corpus vocabulary: special tokens first (pad 0, BOS 1, EOS 2, unk 3), then words. */
+export function demoVocabulary(): string[] {
+  const words = new Set<string>(TEMPLATE_WORDS);
+  const texts = [
+    ...allPrompts().map((p) => p.prompt),
+    ...allPrompts().map((p) => ANSWER(p.verb, p.object)),
+    SAFE_REFUSAL,
+    REFUSAL,
+    DUNNO,
+    STEPS.join(" "),
+  ];
+  for (const text of texts) for (const w of text.split(/\s+/)) if (w !== "") words.add(w);
+  return [...SPECIAL_TOKENS, ...[...words].sort()];
+}
+
+/**
+ * Writes tokenizer.json and tokenizer_config.json for a whole-word vocabulary: a WordPiece
+ * model whose vocabulary holds only whole words works as a word-level tokenizer, and the
+ * Whitespace pre-tokenizer splits punctuation off as its own word.
+ */
+export function writeDemoTokenizer(dir: string): number {
+  const vocabList = demoVocabulary();
+  const vocab = Object.fromEntries(vocabList.map((w, i) => [w, i]));
+  const special = (content: string) => ({
+    id: vocab[content],
+    content,
+    single_word: false,
+    lstrip: false,
+    rstrip: false,
+    normalized: false,
+    special: true,
+  });
+  const tokenizer = {
+    version: "1.0",
+    truncation: null,
+    padding: null,
+    added_tokens: SPECIAL_TOKENS.map(special),
+    normalizer: null,
+    pre_tokenizer: { type: "Whitespace" },
+    post_processor: {
+      type: "TemplateProcessing",
+      single: [{ SpecialToken: { id: "<s>", type_id: 0 } }, { Sequence: { id: "A", type_id: 0 } }],
+      pair: [
+        { SpecialToken: { id: "<s>", type_id: 0 } },
+        { Sequence: { id: "A", type_id: 0 } },
+        { Sequence: { id: "B", type_id: 1 } },
+      ],
+      special_tokens: { "<s>": { id: "<s>", ids: [vocab["<s>"]], tokens: ["<s>"] } },
+    },
+    decoder: { type: "WordPiece", prefix: "##", cleanup: false },
+    model: {
+      type: "WordPiece",
+      unk_token: "<unk>",
+      continuing_subword_prefix: "##",
+      max_input_chars_per_word: 100,
+      vocab,
+    },
+  };
+  const config = {
+    tokenizer_class: "PreTrainedTokenizerFast",
+    bos_token: "<s>",
+    eos_token: "</s>",
+    pad_token: "<pad>",
+    unk_token: "<unk>",
+    clean_up_tokenization_spaces: false,
+    model_max_length: 256,
+  };
+  mkdirSync(dir, { recursive: true });
+  for (const [file, value] of [
+    ["tokenizer.json", tokenizer],
+    ["tokenizer_config.json", config],
+  ] as const) {
+    writeFileSync(join(dir, `${file}.tmp`), JSON.stringify(value, null, 2) + "\n");
+    renameSync(join(dir, `${file}.tmp`), join(dir, file));
+  }
+  return vocabList.length;
+}
