@@ -6,8 +6,10 @@ import type { SamplingOptions } from "../generate/sampling.js";
 import { loadModel } from "../model/load.js";
 import { formatSafeRlhfPrompt } from "../tokenize/chat.js";
 import type { Tokenizer } from "../tokenize/tokenizer.js";
+import { applyVariant, type VariantOptions } from "./model-variant.js";
 
-export interface GenerateCommandOptions extends SamplingOptions {
+export interface GenerateCommandOptions extends SamplingOptions, VariantOptions {
+  showGates: boolean;
   model: string;
   prompt?: string;
   promptIds?: number[];
@@ -45,7 +47,13 @@ function promptIds(options: GenerateCommandOptions, tokenizer: Tokenizer | undef
 }
 
 export async function runGenerate(options: GenerateCommandOptions): Promise<void> {
-  const { model, tokenizer } = await loadModel(options.model, "if-present");
+  const loaded = await loadModel(options.model, "if-present");
+  const tokenizer = loaded.tokenizer;
+  if (options.showGates && options.router === undefined) {
+    throw new MidpoError("--show-gates reports the router's gates, so it needs --router DIR");
+  }
+  const model = await applyVariant(loaded.model, loaded.directory, options, options.showGates);
+  const gates = new GateStats(model.config.numHiddenLayers);
   if (options.stop.length > 0 && tokenizer === undefined) {
     throw new MidpoError("--stop needs a tokenizer, but the model has no tokenizer.json");
   }
@@ -72,6 +80,7 @@ export async function runGenerate(options: GenerateCommandOptions): Promise<void
     padTokenId: model.config.padTokenId ?? eos[0] ?? 0,
     stopStrings: options.stop,
     decode,
+    onOutputs: options.showGates ? (out, mask) => gates.add(out, mask) : undefined,
     onToken: (_row, id) => {
       generated.push(id);
       if (!options.stream) return;
@@ -95,5 +104,45 @@ export async function runGenerate(options: GenerateCommandOptions): Promise<void
     process.stdout.write(final.slice(written.length));
   }
   process.stdout.write("\n");
+  if (options.showGates) process.stderr.write(gates.format());
   await model.release();
+}
+
+/**
+ * Mean router gates per layer over the generated tokens. The first run (the prompt) is left
+ * out, so the numbers describe the response; each later run processes one generated token.
+ */
+class GateStats {
+  private runs = 0;
+  private readonly alpha: number[];
+  private readonly beta: number[];
+  private tokens = 0;
+
+  constructor(private readonly layers: number) {
+    this.alpha = new Array<number>(layers).fill(0);
+    this.beta = new Array<number>(layers).fill(0);
+  }
+
+  add(out: Record<string, { data: unknown }>, mask: number[][]): void {
+    if (this.runs++ === 0) return;
+    const real = mask[0][mask[0].length - 1] === 1;
+    if (!real) return;
+    for (let l = 0; l < this.layers; l++) {
+      const a = out[`gate.alpha.${l}`].data as Float32Array;
+      const b = out[`gate.beta.${l}`].data as Float32Array;
+      this.alpha[l] += a[a.length - 1];
+      this.beta[l] += b[b.length - 1];
+    }
+    this.tokens++;
+  }
+
+  format(): string {
+    if (this.tokens === 0) return "gates: no generated tokens to report\n";
+    const mean = (xs: number[]) => xs.reduce((p, x) => p + x, 0) / xs.length / this.tokens;
+    const rows = this.alpha.map(
+      (a, l) =>
+        `  layer ${String(l).padStart(2)}  alpha ${(a / this.tokens).toFixed(3)}  beta ${(this.beta[l] / this.tokens).toFixed(3)}`,
+    );
+    return `gates over ${this.tokens} generated tokens: mean alpha ${mean(this.alpha).toFixed(3)}, mean beta ${mean(this.beta).toFixed(3)}\n${rows.join("\n")}\n`;
+  }
 }

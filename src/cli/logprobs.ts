@@ -5,8 +5,9 @@ import { readJsonl } from "../data/jsonl.js";
 import { log } from "../log.js";
 import { loadModel } from "../model/load.js";
 import type { Tokenizer } from "../tokenize/tokenizer.js";
+import { applyVariant, type VariantOptions } from "./model-variant.js";
 
-export interface LogprobsCommandOptions {
+export interface LogprobsCommandOptions extends VariantOptions {
   model: string;
   input: string;
   truncate: boolean;
@@ -51,7 +52,9 @@ function idsOfRecord(
 }
 
 export async function runLogprobs(options: LogprobsCommandOptions): Promise<void> {
-  const { model, tokenizer } = await loadModel(options.model, "if-present");
+  const loaded = await loadModel(options.model, "if-present");
+  const tokenizer = loaded.tokenizer;
+  const model = await applyVariant(loaded.model, loaded.directory, options, false);
   const max = model.config.maxPositionEmbeddings;
   let group: { ids: number[]; id: unknown }[] = [];
   let count = 0;

@@ -7,7 +7,12 @@ import { convertLlama2c } from "../model/llama2c.js";
 import { log } from "../log.js";
 import { runGenerate } from "./generate.js";
 import { runLogprobs } from "./logprobs.js";
+import { registerDataCommands } from "./data.js";
+import { registerEvalCommand } from "./eval.js";
+import { addVariantOptions } from "./model-variant.js";
 import { collect, parseIdList, parseInteger, parseNumber } from "./options.js";
+import { registerPipelineCommands } from "./pipeline.js";
+import { registerTrainCommands } from "./train.js";
 
 const program = new Command("midpo")
   .description(
@@ -16,7 +21,7 @@ const program = new Command("midpo")
   .option("--verbose", "print stack traces with errors")
   .showHelpAfterError("(run with --help for usage)");
 
-program
+const logprobs = program
   .command("logprobs")
   .description(
     "Write one JSON line per input line with the log-probability of each token given the ones " +
@@ -30,17 +35,23 @@ program
     "max tokens per batch (rows x padded length)",
     parseInteger(1),
     4096,
-  )
-  .action(async (opts) => {
-    await runLogprobs({
-      model: opts.model,
-      input: opts.input,
-      truncate: opts.truncate,
-      batchTokens: opts.batchTokens,
-    });
+  );
+addVariantOptions(logprobs).action(async (opts) => {
+  await runLogprobs({
+    model: opts.model,
+    input: opts.input,
+    truncate: opts.truncate,
+    batchTokens: opts.batchTokens,
+    adapter: opts.adapter,
+    router: opts.router,
+    safety: opts.safety,
+    helpfulness: opts.helpfulness,
+    alpha: opts.alpha,
+    beta: opts.beta,
   });
+});
 
-program
+const generateCommand = program
   .command("generate")
   .description("Stream a completion of a prompt to stdout")
   .requiredOption("--model <dir-or-id>", "model directory or Hugging Face hub id")
@@ -79,26 +90,34 @@ program
     "drop the oldest prompt tokens when prompt + max new tokens is too long",
     false,
   )
-  .action(async (opts) => {
-    if (opts.prompt === undefined && opts.promptIds === undefined) {
-      throw new MidpoError("generate needs --prompt TEXT or --prompt-ids IDS");
-    }
-    await runGenerate({
-      model: opts.model,
-      prompt: opts.prompt,
-      promptIds: opts.promptIds,
-      template: opts.template,
-      maxNewTokens: opts.maxNewTokens,
-      temperature: opts.temperature,
-      topK: opts.topK,
-      topP: opts.topP,
-      repetitionPenalty: opts.repetitionPenalty,
-      seed: opts.seed,
-      stop: opts.stop,
-      stream: opts.stream,
-      truncate: opts.truncate,
-    });
+  .option("--show-gates", "print the router's mean alpha and beta per layer to stderr", false);
+addVariantOptions(generateCommand).action(async (opts) => {
+  if (opts.prompt === undefined && opts.promptIds === undefined) {
+    throw new MidpoError("generate needs --prompt TEXT or --prompt-ids IDS");
+  }
+  await runGenerate({
+    model: opts.model,
+    prompt: opts.prompt,
+    promptIds: opts.promptIds,
+    template: opts.template,
+    maxNewTokens: opts.maxNewTokens,
+    temperature: opts.temperature,
+    topK: opts.topK,
+    topP: opts.topP,
+    repetitionPenalty: opts.repetitionPenalty,
+    seed: opts.seed,
+    stop: opts.stop,
+    stream: opts.stream,
+    truncate: opts.truncate,
+    showGates: opts.showGates,
+    adapter: opts.adapter,
+    router: opts.router,
+    safety: opts.safety,
+    helpfulness: opts.helpfulness,
+    alpha: opts.alpha,
+    beta: opts.beta,
   });
+});
 
 program
   .command("convert-llama2c")
@@ -109,6 +128,11 @@ program
     const header = convertLlama2c(opts.input, opts.out);
     log.info({ out: opts.out, ...header }, "converted");
   });
+
+registerTrainCommands(program);
+registerDataCommands(program);
+registerEvalCommand(program);
+registerPipelineCommands(program);
 
 async function main(): Promise<void> {
   program.exitOverride();

@@ -1,0 +1,269 @@
+// Training and scoring commands: sft, train-dpo, train-score, score, train-expert, train-router.
+
+import { Command, Option } from "commander";
+import { MidpoError } from "../errors.js";
+import { readJsonl } from "../data/jsonl.js";
+import { log } from "../log.js";
+import {
+  cachedEndScores,
+  runDpoStage,
+  runExpertStage,
+  runRouterStage,
+  runScoreStage,
+  runSftStage,
+} from "../pipeline/stages.js";
+import { ScoreModel } from "../model/score-model.js";
+import { Tokenizer } from "../tokenize/tokenizer.js";
+import { formatSafeRlhfPrompt } from "../tokenize/chat.js";
+import { ValueCache } from "../train/cache.js";
+import { formatMetrics, type TrainSummary } from "../train/trainer.js";
+import { parseInteger, parseNumber } from "./options.js";
+import {
+  addDataOptions,
+  addLoraOptions,
+  addLossOptions,
+  addTrainerOptions,
+  dataFrom,
+  loraFrom,
+  lossFrom,
+  trainerFrom,
+} from "./train-options.js";
+
+function printSummary(what: string, summary: TrainSummary): void {
+  const evalPart = summary.eval ? `; held-out: ${formatMetrics(summary.eval)}` : "";
+  process.stdout.write(
+    `${what} finished: ${summary.steps} steps in ${summary.seconds.toFixed(1)} s, written to ${summary.outDir}${evalPart}\n`,
+  );
+}
+
+export function registerTrainCommands(program: Command): void {
+  const sft = program
+    .command("sft")
+    .description(
+      "Supervised fine-tuning on prompt/response pairs (LoRA, merged at the end, or full)",
+    )
+    .requiredOption("--model <dir-or-id>", "starting model")
+    .requiredOption(
+      "--data <files...>",
+      'files with "prompt" and "response" (or PKU-SafeRLHF records)',
+    )
+    .requiredOption("--out <dir>", "output directory (merged full model, adapter, checkpoints)")
+    .option("--full", "train every weight instead of a LoRA adapter", false);
+  addDataOptions(sft);
+  addLoraOptions(sft, {
+    r: 16,
+    alpha: 32,
+    targets: "q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj",
+  });
+  addTrainerOptions(sft, { lr: 2e-4 });
+  sft.action(async (o) => {
+    const summary = await runSftStage({
+      model: o.model,
+      data: dataFrom(o, o.data),
+      out: o.out,
+      lora: o.full ? null : loraFrom(o),
+      trainer: trainerFrom(o),
+    });
+    printSummary("SFT", summary);
+  });
+
+  const dpo = program
+    .command("train-dpo")
+    .description(
+      "Train a LoRA adapter with a DPO-family loss on a pairwise file (prompt, chosen, rejected)",
+    )
+    .requiredOption("--model <dir-or-id>", "base model (also the frozen reference)")
+    .requiredOption(
+      "--data <files...>",
+      'pairwise files with "prompt", "chosen", "rejected" and optional "margin"',
+    )
+    .requiredOption("--out <dir>", "output directory (PEFT adapter, checkpoints, metrics.jsonl)")
+    .option("--cache-dir <dir>", "where reference log-probs are cached (default ~/.cache/midpo)");
+  addDataOptions(dpo);
+  addLossOptions(dpo);
+  addLoraOptions(dpo, { r: 16, alpha: 32, targets: "down_proj" });
+  addTrainerOptions(dpo, { lr: 5e-4 });
+  dpo.action(async (o) => {
+    const summary = await runDpoStage({
+      model: o.model,
+      data: dataFrom(o, o.data),
+      out: o.out,
+      lora: loraFrom(o),
+      loss: lossFrom(o),
+      trainer: trainerFrom(o),
+      cacheDir: o.cacheDir,
+    });
+    printSummary("DPO", summary);
+  });
+
+  const expert = program
+    .command("train-expert")
+    .description(
+      "Train a MidPO expert with SPE-DPO: safety on D_s (cost margins) or helpfulness on D_h (reward margins)",
+    )
+    .addOption(
+      new Option("--kind <kind>", "which expert")
+        .choices(["safety", "helpfulness"])
+        .makeOptionMandatory(),
+    )
+    .requiredOption("--model <dir-or-id>", "base model (also the frozen reference)")
+    .requiredOption("--data <files...>", "PKU-SafeRLHF files")
+    .requiredOption("--out <dir>", "output directory (PEFT adapter, checkpoints, metrics.jsonl)")
+    .option("--reward <dir>", "reward model (margins of the helpfulness expert)")
+    .option("--cost <dir>", "cost model (margins of the safety expert)")
+    .option("--margin <kind>", '"score" for SPE-DPO margins, "none" for plain DPO', "score")
+    .option("--margin-scale <x>", "multiplies every margin", parseNumber(0), 1)
+    .option("--extra-safety <files...>", "pairwise files (chosen = more harmless) added to D_s")
+    .option("--cache-dir <dir>", "where reference log-probs and scores are cached");
+  addDataOptions(expert);
+  addLossOptions(expert);
+  addLoraOptions(expert, { r: 16, alpha: 32, targets: "down_proj" });
+  addTrainerOptions(expert, { lr: 5e-4 });
+  expert.action(async (o) => {
+    if (o.margin !== "score" && o.margin !== "none") {
+      throw new MidpoError(`--margin must be "score" or "none", got "${o.margin}"`);
+    }
+    const summary = await runExpertStage({
+      kind: o.kind,
+      model: o.model,
+      data: dataFrom(o, o.data),
+      extraSafety: o.extraSafety,
+      out: o.out,
+      margin: o.margin,
+      marginScale: o.marginScale,
+      reward: o.reward,
+      cost: o.cost,
+      lora: loraFrom(o),
+      loss: lossFrom(o),
+      trainer: trainerFrom(o),
+      cacheDir: o.cacheDir,
+    });
+    printSummary(`${o.kind} expert`, summary);
+  });
+
+  const score = program
+    .command("train-score")
+    .description(
+      "Train a reward model (Bradley-Terry on helpfulness) or a cost model (pairwise + sign terms on safety)",
+    )
+    .addOption(
+      new Option("--kind <kind>", "which score model")
+        .choices(["reward", "cost"])
+        .makeOptionMandatory(),
+    )
+    .requiredOption("--model <dir-or-id>", "backbone to start from")
+    .requiredOption("--data <files...>", "PKU-SafeRLHF files")
+    .requiredOption(
+      "--out <dir>",
+      "output directory (model in transformers' SequenceClassification layout)",
+    )
+    .option(
+      "--unfreeze-layers <n>",
+      "train the last N layers in full instead of LoRA",
+      parseInteger(0),
+      0,
+    )
+    .option("--regularization <x>", "coefficient of mean(score^2)", parseNumber(0), 0.001);
+  addDataOptions(score);
+  addLoraOptions(score, { r: 16, alpha: 32, targets: "q_proj,v_proj,down_proj" });
+  addTrainerOptions(score, { lr: 5e-4 });
+  score.action(async (o) => {
+    const summary = await runScoreStage({
+      kind: o.kind,
+      model: o.model,
+      data: dataFrom(o, o.data),
+      out: o.out,
+      lora: o.unfreezeLayers > 0 ? null : loraFrom(o),
+      unfreezeLayers: o.unfreezeLayers,
+      regularization: o.regularization,
+      trainer: trainerFrom(o),
+    });
+    printSummary(`${o.kind} model`, summary);
+  });
+
+  program
+    .command("score")
+    .description("Write the end score of each response as JSONL: one line per input line")
+    .requiredOption("--model <dir>", "score model directory")
+    .requiredOption("--data <file.jsonl>", 'JSONL with "prompt" and "response" (or "input_ids")')
+    .option("--cache-dir <dir>", "where scores are cached")
+    .option("--batch-tokens <n>", "max tokens per batch", parseInteger(1), 4096)
+    .action(async (o) => {
+      const tokenizer = Tokenizer.fromDirectory(o.model);
+      const seqs: number[][] = [];
+      for await (const { line, value } of readJsonl(o.data)) {
+        const v = value as Record<string, unknown>;
+        if (Array.isArray(v.input_ids)) {
+          seqs.push(v.input_ids as number[]);
+        } else if (typeof v.prompt === "string" && typeof v.response === "string") {
+          const prompt = formatSafeRlhfPrompt([v.prompt], tokenizer.eosToken ?? "");
+          seqs.push([
+            ...tokenizer.encode(prompt + v.response),
+            ...(tokenizer.eosTokenId !== undefined ? [tokenizer.eosTokenId] : []),
+          ]);
+        } else {
+          throw new MidpoError(
+            `${o.data}:${line}: expected "prompt" and "response" strings, or "input_ids"`,
+          );
+        }
+      }
+      const model = ScoreModel.load(o.model);
+      const vocab = model.files.config.vocabSize;
+      seqs.forEach((s, i) => {
+        if (s.some((id) => !Number.isInteger(id) || id < 0 || id >= vocab)) {
+          throw new MidpoError(
+            `${o.data}: sequence ${i + 1} has token ids outside 0..${vocab - 1}`,
+          );
+        }
+      });
+      await model.release();
+      const scores = await cachedEndScores(o.model, seqs, new ValueCache(o.cacheDir));
+      process.stdout.write(
+        Array.from(scores, (s) => JSON.stringify({ score: s })).join("\n") + "\n",
+      );
+      log.info({ responses: seqs.length }, "scored");
+    });
+
+  const router = program
+    .command("train-router")
+    .description("Train the MidPO router on D_dual with both experts frozen")
+    .requiredOption("--model <dir-or-id>", "base model")
+    .requiredOption("--safety <dir>", "safety expert adapter")
+    .requiredOption("--helpfulness <dir>", "helpfulness expert adapter")
+    .requiredOption("--data <files...>", "PKU-SafeRLHF files")
+    .requiredOption("--out <dir>", "output directory (router.safetensors, router_config.json)")
+    .addOption(
+      new Option("--router <kind>", "gate network")
+        .choices(["reference", "compact"])
+        .default("reference"),
+    )
+    .option("--router-hidden <n>", "hidden width of the gate network", parseInteger(1), 512)
+    .option("--lambda-alpha <x>", "weight of mean|alpha|", parseNumber(0), 1)
+    .option("--lambda-beta <x>", "weight of mean|beta - 1|", parseNumber(0), 1)
+    .option("--beta <x>", "DPO beta", parseNumber(0), 0.1)
+    .addOption(
+      new Option("--dual <rule>", "D_dual rule").choices(["label", "cost"]).default("label"),
+    )
+    .option("--cost <dir>", "cost model (for --dual cost)")
+    .option("--cache-dir <dir>", "where reference log-probs and scores are cached");
+  addDataOptions(router);
+  addTrainerOptions(router, { lr: 1e-3 });
+  router.action(async (o) => {
+    const summary = await runRouterStage({
+      model: o.model,
+      safety: o.safety,
+      helpfulness: o.helpfulness,
+      data: dataFrom(o, o.data),
+      dual: o.dual,
+      cost: o.cost,
+      out: o.out,
+      router: { kind: o.router, hidden: o.routerHidden },
+      beta: o.beta,
+      lambdaAlpha: o.lambdaAlpha,
+      lambdaBeta: o.lambdaBeta,
+      trainer: trainerFrom(o),
+      cacheDir: o.cacheDir,
+    });
+    printSummary("router", summary);
+  });
+}
