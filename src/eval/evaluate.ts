@@ -27,7 +27,7 @@ import type { EvalStore, ScoreKind, StoredGeneration } from "./store.js";
 import { buildSystemModel, loadSystemTokenizer, systemContentHash } from "./system-model.js";
 import type { SystemSpec } from "./systems.js";
 
-/** Version of the generation and scoring rules here; bump it when they change outputs. */
+/** Version of the generation and scoring rules here. Bump it when they change outputs. */
 const EVAL_RULES_VERSION = 1;
 
 export interface EvaluateInput {
@@ -51,7 +51,7 @@ export interface SystemSetOutput {
   gates: GateStats | null;
 }
 
-/** What a run computed, as opposed to read from the store. */
+/** Generations and scores a run computed, as opposed to read from the store. */
 export interface EvaluationWork {
   generated: { system: string; set: string }[];
   scored: { system: string; set: string; kind: ScoreKind }[];
@@ -64,19 +64,20 @@ export interface EvaluateOutput {
   work: EvaluationWork;
 }
 
-interface Pending {
+/** One system on one set, with what the phases fill in. */
+interface Entry {
   spec: SystemSpec;
   tokenizer: Tokenizer;
   output: SystemSetOutput;
-  prompts: PromptSet;
+  set: PromptSet;
 }
 
-/** Generates and scores whatever the store lacks; see the file header. */
+/** Generates and scores whatever the store lacks, as the file header describes. */
 export async function evaluate(input: EvaluateInput): Promise<EvaluateOutput> {
   const cacheDir = input.cacheDir ?? defaultCacheDir();
   const work: EvaluationWork = { generated: [], scored: [] };
   const systemHashes: Record<string, string> = {};
-  const entries: Pending[] = [];
+  const entries: Entry[] = [];
 
   for (const spec of input.systems) {
     const tokenizer = loadSystemTokenizer(spec);
@@ -93,7 +94,7 @@ export async function evaluate(input: EvaluateInput): Promise<EvaluateOutput> {
       entries.push({
         spec,
         tokenizer,
-        prompts: set,
+        set,
         output: {
           system: spec.name,
           set: set.name,
@@ -116,7 +117,7 @@ export async function evaluate(input: EvaluateInput): Promise<EvaluateOutput> {
 }
 
 /**
- * The settings that change responses. The seed and batch size only matter when sampling:
+ * Returns the settings that change responses. The seed and batch size only matter when sampling:
  * greedy decoding gives the same tokens for any seed, and for any batch size up to float
  * rounding in padded batches.
  */
@@ -131,11 +132,11 @@ function keyedSettings(settings: GenerationSettings): Record<string, unknown> {
 }
 
 async function generateMissing(
-  entries: Pending[],
+  entries: Entry[],
   input: EvaluateInput,
   work: EvaluationWork,
 ): Promise<void> {
-  const missing = new Map<string, Pending[]>();
+  const missing = new Map<string, Entry[]>();
   for (const entry of entries) {
     const { output } = entry;
     const stored = input.store.readGenerations(output.system, output.set, output.generationKey);
@@ -159,12 +160,12 @@ async function generateMissing(
     const system = buildSystemModel(spec, tokenizer);
     try {
       for (const entry of list) {
-        const { output, prompts } = entry;
+        const { output, set } = entry;
         const label = `${output.system}/${output.set}`;
         const generated = await generateResponses(
           system,
           tokenizer,
-          prompts.prompts,
+          set.prompts,
           input.settings,
           label,
         );
@@ -174,7 +175,7 @@ async function generateMissing(
             system: output.system,
             set: output.set,
             count: generated.rows.length,
-            settings: { ...input.settings, systemKind: spec.kind, setPath: prompts.path },
+            settings: { ...input.settings, systemKind: spec.kind, setPath: set.path },
           },
           generated.rows,
           generated.gates,
@@ -190,7 +191,7 @@ async function generateMissing(
 }
 
 async function scoreMissing(
-  entries: Pending[],
+  entries: Entry[],
   kind: ScoreKind,
   input: EvaluateInput,
   cacheDir: string,
@@ -198,7 +199,7 @@ async function scoreMissing(
 ): Promise<{ path: string; sha256: string }> {
   const path = input.scoreModels[kind];
   const model = { path, sha256: modelContentHash(path, cacheDir) };
-  const missing: { entry: Pending; key: string }[] = [];
+  const missing: { entry: Entry; key: string }[] = [];
   for (const entry of entries) {
     const { output } = entry;
     const key = hashKey({ generation: output.generationKey, kind, model: model.sha256 });
@@ -232,7 +233,7 @@ async function scoreMissing(
 
 /** prompt ids + response ids + EOS for each response, checked against the score model. */
 function scoredSequences(
-  entry: Pending,
+  entry: Entry,
   settings: GenerationSettings,
   scorer: ScoreModel,
   kind: ScoreKind,

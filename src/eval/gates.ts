@@ -8,7 +8,7 @@
 
 import type { Generation } from "../generate/generate.js";
 
-/** Equal-width bins over [0, 1]; gates are sigmoid outputs, so every value falls in one. */
+/** Equal-width bins over [0, 1]. Gates are sigmoid outputs, so every value falls in one. */
 export const GATE_HISTOGRAM_BINS = 20;
 
 type Outputs = Record<string, { data: unknown; dims: readonly number[] }>;
@@ -100,7 +100,7 @@ export class GateCollector {
   }
 }
 
-/** The gate of each row at the last position of the run, from a [batch, width] output. */
+/** Returns the gate of each row at the last position of the run, from a [batch, width] output. */
 function lastColumn(outputs: Outputs, name: string): Float32Array {
   const output = outputs[name];
   if (output === undefined) {
@@ -116,7 +116,7 @@ export interface GateSummary {
   tokens: number;
   meanAlpha: number[];
   meanBeta: number[];
-  /** Lower edges of the histogram bins; the last bin ends at 1. */
+  /** Lower edges of the histogram bins. The last bin ends at 1. */
   binEdges: number[];
   /** Counts of (token, layer) values per bin, over every layer. */
   alphaHistogram: number[];

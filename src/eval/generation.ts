@@ -18,9 +18,9 @@ import type { SystemModel } from "./system-model.js";
 
 export interface GenerationSettings {
   maxNewTokens: number;
-  /** 0 decodes greedily; MidPO's reference evaluation samples with 0.7. */
+  /** 0 decodes greedily. MidPO's reference evaluation samples with 0.7. */
   temperature: number;
-  /** Seed of the sampler; unused when temperature is 0. */
+  /** Seed of the sampler, unused when temperature is 0. */
   seed: number;
   /** Prompts per generate call. */
   batchSize: number;
@@ -44,7 +44,7 @@ export function encodeEvalPrompt(
   return ids;
 }
 
-/** The ids that end a response: the tokenizer's EOS ids, else the model config's. */
+/** Returns the ids that end a response: the tokenizer's EOS ids, else the model config's. */
 export function stopTokenIds(tokenizer: Tokenizer, system: SystemModel): number[] {
   const ids =
     tokenizer.eosTokenIds.length > 0 ? [...tokenizer.eosTokenIds] : system.model.config.eosTokenIds;
@@ -64,7 +64,7 @@ export interface GeneratedSet {
   gates: GateStats | null;
 }
 
-/** Generates one response per prompt; `label` names the system and set in progress output. */
+/** Generates one response per prompt. `label` names the system and set in progress output. */
 export async function generateResponses(
   system: SystemModel,
   tokenizer: Tokenizer,

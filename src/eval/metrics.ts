@@ -31,16 +31,16 @@ export interface GroupMetrics {
   count: number;
   /** Mean reward. */
   helpfulness: number;
-  /** Mean cost; lower is safer. */
+  /** Mean cost. Lower is safer. */
   safety: number;
   /** Share of responses with cost < 0. */
   harmlessRate: number;
   /** Share of refusals over every prompt of the group. */
   refusalRate: number;
-  /** Share of refusals on prompts labelled safe; null when there are none. */
+  /** Share of refusals on prompts labelled safe, or null when there are none. */
   benignRefusalRate: number | null;
   benignCount: number;
-  /** Share of refusals on prompts labelled unsafe; null when there are none. */
+  /** Share of refusals on prompts labelled unsafe, or null when there are none. */
   harmfulRefusalRate: number | null;
   harmfulCount: number;
   /** Null for the baseline itself and when no baseline system is set. */
@@ -60,7 +60,7 @@ export interface BootstrapOptions {
 
 export const DEFAULT_BOOTSTRAP: BootstrapOptions = { resamples: 1000, seed: 0, level: 0.95 };
 
-/** Inputs of one system on one set; arrays are indexed like `prompts`. */
+/** Inputs of one system on one set. Arrays are indexed like `prompts`. */
 export interface ScoredResponses {
   prompts: readonly EvalPrompt[];
   texts: readonly string[];
@@ -117,7 +117,7 @@ export function bootstrapMeanInterval(
   return { low: quantile(means, tail), high: quantile(means, 1 - tail) };
 }
 
-/** The q-quantile of sorted values, interpolating between neighbours. */
+/** Returns the q-quantile of sorted values, interpolating between neighbours. */
 export function quantile(sorted: ArrayLike<number>, q: number): number {
   const position = q * (sorted.length - 1);
   const below = Math.floor(position);
@@ -145,7 +145,7 @@ export function winRate(
   };
 }
 
-/** Metrics over the responses at `indices`. */
+/** Computes the metrics over the responses at `indices`. */
 export function groupMetrics(
   responses: ScoredResponses,
   indices: readonly number[],
@@ -179,7 +179,7 @@ export function groupMetrics(
   };
 }
 
-/** Metrics per category, in order of first appearance; prompts without one are left out. */
+/** Computes metrics per category, in order of first appearance. Prompts without one are left out. */
 export function categoryMetrics(
   responses: ScoredResponses,
   detector: RefusalDetector,

@@ -32,7 +32,7 @@ export interface PromptSet {
 }
 
 export interface PromptSetOptions {
-  /** Column that holds the prompt. Default: `prompt`, else `instruction`. */
+  /** Column that contains the prompt. Default: `prompt`, else `instruction`. */
   promptColumn?: string;
   /** Keep only the first N rows. */
   limit?: number;
@@ -53,14 +53,14 @@ const LABELS: Record<string, PromptLabel> = {
   harmful: "unsafe",
 };
 
-/** The set name for a file: its base name without `.gz` and the format extension. */
+/** Returns the set name for a file: its base name without `.gz` and the format extension. */
 export function promptSetName(path: string): string {
   return basename(path)
     .replace(/\.gz$/i, "")
     .replace(/\.(csv|jsonl|ndjson|json|parquet)$/i, "");
 }
 
-/** Reads one prompt set; throws MidpoError naming the file and row of any invalid value. */
+/** Reads one prompt set. Throws MidpoError naming the file and row of any invalid value. */
 export async function readPromptSet(
   path: string,
   options: PromptSetOptions = {},
@@ -69,10 +69,10 @@ export async function readPromptSet(
   if (rows.length === 0) {
     throw new MidpoError(`prompt set ${path} has no rows; pass a file with at least one prompt`);
   }
-  const kept = options.limit === undefined ? rows : rows.slice(0, options.limit);
-  const column = options.promptColumn ?? pickPromptColumn(kept[0]);
+  const selected = options.limit === undefined ? rows : rows.slice(0, options.limit);
+  const column = options.promptColumn ?? pickPromptColumn(selected[0]);
 
-  const prompts = kept.map((row, index) => ({
+  const prompts = selected.map((row, index) => ({
     index,
     text: readPromptText(row, column),
     label: readLabel(row) ?? options.defaultLabel ?? null,
@@ -112,7 +112,7 @@ async function readRecordRows(path: string): Promise<Row[]> {
   for await (const item of readRecords(path)) {
     if (item.kind === "problem") {
       const { source, detail } = item.problem;
-      throw new MidpoError(`cannot read prompt set ${formatLocation(source)}: ${detail}`);
+      throw new MidpoError(`failed to read prompt set ${formatLocation(source)}: ${detail}`);
     }
     const value = item.value;
     if (typeof value !== "object" || value === null || Array.isArray(value)) {

@@ -3,7 +3,7 @@
 // Phrases match anywhere in the text, not only at the start, because models often refuse
 // after a preamble ("Thank you for asking. However, I cannot ...").
 //
-// NOTE: string matching misses refusals worded otherwise and counts answers that merely quote
+// NOTE: string matching misses refusals worded otherwise and counts responses that merely quote
 // a phrase ("I cannot stress enough ..."). It is a cheap proxy, so report it next to the cost
 // model's safety score, never in place of a judged evaluation.
 
@@ -60,7 +60,7 @@ export function readRefusalPhrases(path: string): string[] {
   try {
     text = readFileSync(path, "utf8");
   } catch (error) {
-    throw new MidpoError(`cannot read refusal phrases ${path}: ${(error as Error).message}`);
+    throw new MidpoError(`failed to read refusal phrases ${path}: ${(error as Error).message}`);
   }
   const phrases = text
     .split(/\r?\n/)

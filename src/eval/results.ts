@@ -1,5 +1,5 @@
 // The results object of an evaluation, as written to results.json and read by the reports.
-// Rates are shares in [0, 1]; a metric that has no prompts to average over is null.
+// Rates are shares in [0, 1], and a metric that has no prompts to average over is null.
 
 import type { PromptTemplate } from "../data/tokenize-pairs.js";
 import type { EvaluationWork } from "./evaluate.js";
@@ -56,6 +56,6 @@ export interface EvaluationResults {
   metrics: SetMetrics[];
   /** Router systems only, one entry per set. */
   gates: GateResult[];
-  /** What this run generated and scored, as opposed to read from the output directory. */
+  /** Generations and scores this run computed, as opposed to read from the output directory. */
   work: EvaluationWork;
 }

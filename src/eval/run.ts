@@ -30,7 +30,7 @@ import { loadSystemsFile, validateSystems, type SystemSpec } from "./systems.js"
 export interface RunEvaluationOptions {
   /** A systems file (YAML or JSON), or systems whose paths are relative to the working directory. */
   systems: string | readonly SystemSpec[];
-  /** Prompt set files; each set is named by its file stem. */
+  /** Prompt set files. Each set is named by its file stem. */
   prompts: readonly string[];
   /** Reward model directory (higher is more helpful). */
   reward: string;
@@ -46,7 +46,7 @@ export interface RunEvaluationOptions {
   seed?: number;
   /** Prompts per generate call. Default 16. */
   batchSize?: number;
-  /** Prompt template; must match training. Default "safe-rlhf". */
+  /** Prompt template, which must match training. Default "safe-rlhf". */
   template?: PromptTemplate;
   /** A phrase file (see readRefusalPhrases) or the phrases. Default DEFAULT_REFUSAL_PHRASES. */
   refusalPhrases?: string | readonly string[];
@@ -64,7 +64,7 @@ export interface RunEvaluationOptions {
   cacheDir?: string;
 }
 
-/** Runs the evaluation and writes its reports; returns the results that results.json holds. */
+/** Runs the evaluation, writes its reports, and returns the results that results.json contains. */
 export async function runEvaluation(options: RunEvaluationOptions): Promise<EvaluationResults> {
   const systems =
     typeof options.systems === "string"

@@ -37,7 +37,7 @@ export interface GenerationHeader {
   system: string;
   set: string;
   count: number;
-  /** What the key covers, for people reading the file. */
+  /** Inputs the key covers, written out for people reading the file. */
   settings: Record<string, unknown>;
 }
 
@@ -72,7 +72,7 @@ export class EvalStore {
       const rows = lines.slice(1).map((line) => JSON.parse(line) as StoredGeneration);
       return rows.length === header.count ? rows : undefined;
     } catch (error) {
-      log.warn({ path, err: error }, "unreadable stored generations; generating them again");
+      log.warn({ path, err: error }, "failed to read stored generations, generating them again");
       return undefined;
     }
   }
@@ -127,7 +127,7 @@ export class EvalStore {
     try {
       return JSON.parse(readFileSync(path, "utf8")) as T;
     } catch (error) {
-      log.warn({ path, err: error }, "unreadable stored file; computing it again");
+      log.warn({ path, err: error }, "failed to read a stored file, computing it again");
       return undefined;
     }
   }

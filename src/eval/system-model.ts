@@ -29,7 +29,7 @@ export interface SystemModel {
   release(): Promise<void>;
 }
 
-/** The tokenizer of the system's base model, which every kind of system generates with. */
+/** Loads the tokenizer of the system's base model, which every kind of system generates with. */
 export function loadSystemTokenizer(spec: SystemSpec): Tokenizer {
   if (!existsSync(join(spec.base, "tokenizer.json"))) {
     throw new MidpoError(
@@ -40,7 +40,7 @@ export function loadSystemTokenizer(spec: SystemSpec): Tokenizer {
   return Tokenizer.fromDirectory(spec.base);
 }
 
-/** SHA-256 over what decides the system's outputs; see the file header. */
+/** Computes a SHA-256 over the files and values that decide the system's outputs. */
 export function systemContentHash(spec: SystemSpec, cacheDir = defaultCacheDir()): string {
   const hash = createHash("sha256");
   hash.update(JSON.stringify({ kind: spec.kind, alpha: spec.alpha, beta: spec.beta }));
@@ -61,7 +61,7 @@ export function systemContentHash(spec: SystemSpec, cacheDir = defaultCacheDir()
   return hash.digest("hex");
 }
 
-/** Loads the system's model; call `release()` when done with it. */
+/** Loads the system's model. Call `release()` when done with it. */
 export function buildSystemModel(spec: SystemSpec, tokenizer: Tokenizer): SystemModel {
   const base = loadCausalLM(spec.base);
   checkTokenizerFits(tokenizer, base);

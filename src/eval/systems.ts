@@ -41,7 +41,7 @@ export interface SystemSpec {
 
 type OptionalKey = "adapter" | "safety" | "helpfulness" | "router" | "alpha" | "beta";
 
-/** The keys each kind needs besides name, kind and base; all other optional keys are invalid. */
+/** Keys each kind needs besides name, kind and base. Other optional keys are invalid. */
 const REQUIRED_KEYS: Record<SystemKind, readonly OptionalKey[]> = {
   base: [],
   adapter: ["adapter"],
@@ -106,7 +106,7 @@ const systemsFileSchema = z.union([
 
 /**
  * Reads and validates a systems file. Errors name the file and the key, such as
- * `systems[2].safety`, and say what to change.
+ * `systems[2].safety`, and state what to change.
  */
 export function loadSystemsFile(path: string): SystemSpec[] {
   if (!existsSync(path)) throw new MidpoError(`systems file not found: ${path}`);
@@ -164,9 +164,9 @@ export function validateSystems(raw: unknown, source: string, baseDir: string): 
   });
 }
 
-/** The first issue as `file: systems[1].alpha: message`, the way users locate it. */
+/** Formats the first issue as `file: systems[1].alpha: message`, the way users locate it. */
 function describeIssue(error: z.ZodError, raw: unknown, source: string): string {
-  // A union reports both branches; the branch matching the input's shape explains the problem.
+  // A union reports both branches, and the branch matching the input's shape explains it.
   let issue = error.issues[0];
   if (issue.code === "invalid_union") {
     const branch = Array.isArray(raw) ? 0 : 1;
@@ -179,6 +179,11 @@ function describeIssue(error: z.ZodError, raw: unknown, source: string): string 
       return i === 0 ? String(part) : `.${String(part)}`;
     })
     .join("");
-  const where = isList ? `systems${path}` : path === "" ? "(top level)" : path;
+  let where = path;
+  if (isList) {
+    where = `systems${path}`;
+  } else if (path === "") {
+    where = "(top level)";
+  }
   return `${source}: ${where}: ${issue.message}`;
 }

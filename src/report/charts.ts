@@ -16,12 +16,12 @@ export async function renderSvg(spec: TopLevelSpec): Promise<string> {
   }
 }
 
-/** Safety score against helpfulness score, one point per system and prompt set. */
+/** Builds a scatter of safety score against helpfulness score, one point per system and set. */
 export function tradeOffSpec(results: EvaluationResults): TopLevelSpec {
   return {
     title: {
       text: "Safety score against helpfulness score",
-      subtitle: "one point per system and prompt set; lower cost is safer",
+      subtitle: "one point per system and prompt set, lower cost is safer",
     },
     width: 420,
     height: 320,
@@ -54,7 +54,7 @@ export function tradeOffSpec(results: EvaluationResults): TopLevelSpec {
 }
 
 /**
- * Histograms of per-token α and β of one router system, as shares of (token, layer) values
+ * Builds histograms of per-token α and β of one router system, as shares of (token, layer) values
  * per bin: one column per gate, one row per prompt set.
  */
 export function gateHistogramSpec(results: EvaluationResults, system: string): TopLevelSpec {
@@ -102,7 +102,7 @@ export function gateHistogramSpec(results: EvaluationResults, system: string): T
   };
 }
 
-/** Mean α and β per decoder layer of one router system, one line per gate and prompt set. */
+/** Builds lines of mean α and β per decoder layer of one router system, per gate and set. */
 export function gateLayerSpec(results: EvaluationResults, system: string): TopLevelSpec {
   const values = results.gates
     .filter((g) => g.system === system)

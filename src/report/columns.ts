@@ -5,17 +5,17 @@ import type { GroupMetrics } from "../eval/metrics.js";
 
 export interface MetricColumn {
   header: string;
-  /** What the column means, for report legends. */
+  /** Meaning of the column, for report legends. */
   description: string;
   cell: (m: GroupMetrics) => string;
 }
 
-/** A number with `digits` decimals, or "-" when it is missing. */
+/** Formats a number with `digits` decimals, or "-" when it is missing. */
 export function formatNumber(value: number | null, digits = 3): string {
   return value === null || Number.isNaN(value) ? "-" : value.toFixed(digits);
 }
 
-/** A share as a percentage with one decimal, or "-" when it is missing. */
+/** Formats a share as a percentage with one decimal, or "-" when it is missing. */
 export function formatPercent(value: number | null): string {
   return value === null || Number.isNaN(value) ? "-" : `${(100 * value).toFixed(1)}%`;
 }

@@ -13,7 +13,7 @@ function markdownTable(header: string[], rows: string[][], leftColumns: number):
   return [header, align, ...rows].map((row) => `| ${row.map(cell).join(" | ")} |`).join("\n");
 }
 
-/** A sentence describing how responses were generated and scored. */
+/** Returns sentences that describe how responses were generated and scored. */
 export function describeSettings(results: EvaluationResults): string[] {
   const s = results.settings;
   const decoding =
