@@ -56,7 +56,7 @@ export function registerEvalCommand(program: Command): void {
     .option("--limit <n>", "evaluate only the first n prompts of each set", parseInteger(1))
     .option(
       "--prompt-column <name>",
-      "column holding the prompt (default: prompt, else instruction)",
+      "column that contains the prompt (default: prompt, else instruction)",
     )
     .addOption(
       new Option("--template <kind>", "prompt template; must match training")
