@@ -15,7 +15,7 @@ import { loadCausalLM } from "../src/model/load.js";
 import { Session, int64Tensor, tensor, type Feeds } from "../src/runtime/session.js";
 import { ValueCache } from "../src/train/cache.js";
 import { referenceLogps, trainDpo } from "../src/train/dpo.js";
-import { createLoraConfig, saveLoraAdapter } from "../src/train/lora.js";
+import { createLoraConfig } from "../src/train/lora.js";
 import { collatePairs, type TokenizedPair } from "../src/train/preference-batch.js";
 import { buildPreferenceGraph } from "../src/train/preference-step.js";
 import { TINY_MODEL, trainerOptions } from "./helpers/synthetic-dpo.js";
@@ -29,12 +29,7 @@ const REFUSE = 10;
 const ANSWER = 30;
 
 /** Prompts of the unsafe kind end with MARKER; `prefer` picks the chosen first token. */
-function pairs(
-  n: number,
-  seed: number,
-  prefer: (unsafe: boolean) => number,
-  unsafeShare = 0.5,
-): TokenizedPair[] {
+function pairs(n: number, seed: number, prefer: (unsafe: boolean) => number): TokenizedPair[] {
   const rng = new Rng(seed);
   const token = () => 40 + Math.floor(rng.next() * 180);
   return Array.from({ length: n }, (_, i) => {
