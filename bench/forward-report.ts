@@ -31,6 +31,8 @@ export interface SummaryRow {
   pytorch_median?: number;
   /** torch intra-op threads of the PyTorch run shown. */
   pytorch_threads?: number | null;
+  /** CPU load of other processes, in cores, while each side's run shown was measured. */
+  other_cpu_cores?: { midpo: number; pytorch: number };
   /** midpo / PyTorch; null for non-rates, and for speedups when the baseline is invalid. */
   ratio: number | null;
   target: string;
@@ -76,7 +78,7 @@ function endToEndTokensPerSecond(r: DecodeResult, pick: Pick): number {
 }
 
 /** Seconds of the fastest timed run, which decides between runs of one phase. */
-function fastestSeconds(r: PhaseResult): number {
+export function fastestSeconds(r: PhaseResult): number {
   return fastest(r.phase === "decode" ? r.decode_seconds : r.seconds);
 }
 
@@ -109,13 +111,18 @@ export function baselineIsValid(inputs: SummaryInputs): boolean {
   return matmulGflops(torch, fastest) >= inputs.minTorchGflops;
 }
 
+/** Returns the other processes' load, in cores, during the run that produced `result`. */
+function otherLoad(runs: PhaseRun[], result: PhaseResult): number {
+  return runs.find((r) => r.result === result)?.other_cpu_cores ?? Number.NaN;
+}
+
 function rateRow<T extends PhaseResult>(
   measure: string,
   unit: string,
   rate: (r: T, pick: Pick) => number,
   midpo: T,
   pytorch: T,
-  judged: { valid: boolean; target: number | null },
+  judged: { runs: PhaseRun[]; valid: boolean; target: number | null },
 ): SummaryRow {
   const ratio = rate(midpo, fastest) / rate(pytorch, fastest);
   const { valid, target } = judged;
@@ -129,6 +136,10 @@ function rateRow<T extends PhaseResult>(
     midpo_median: rate(midpo, median),
     pytorch_median: rate(pytorch, median),
     pytorch_threads: pytorch.threads,
+    other_cpu_cores: {
+      midpo: otherLoad(judged.runs, midpo),
+      pytorch: otherLoad(judged.runs, pytorch),
+    },
     ratio: valid ? ratio : null,
     target: targetText,
     met: target === null || !valid ? null : ratio >= target,
@@ -152,7 +163,7 @@ export function summarize(inputs: SummaryInputs): SummaryRow[] {
     matmulGflops,
     matmul,
     find<MatmulResult>(runs, "pytorch", "matmul"),
-    { valid: true, target: null },
+    { runs, valid: true, target: null },
   );
   matmulRow.target = `PyTorch >= ${inputs.minTorchGflops} (real BLAS)`;
   matmulRow.met = valid;
@@ -166,7 +177,7 @@ export function summarize(inputs: SummaryInputs): SummaryRow[] {
       prefillTokensPerSecond,
       prefill,
       find<PrefillResult>(runs, "pytorch", "prefill"),
-      { valid, target: SPEEDUP_TARGET },
+      { runs, valid, target: SPEEDUP_TARGET },
     ),
   );
 
@@ -185,7 +196,7 @@ export function summarize(inputs: SummaryInputs): SummaryRow[] {
         decodeTokensPerSecond,
         midpo,
         pytorch,
-        { valid, target: SPEEDUP_TARGET },
+        { runs, valid, target: SPEEDUP_TARGET },
       ),
     );
     rows.push(
@@ -195,7 +206,7 @@ export function summarize(inputs: SummaryInputs): SummaryRow[] {
         endToEndTokensPerSecond,
         midpo,
         pytorch,
-        { valid, target: null },
+        { runs, valid, target: null },
       ),
     );
   }
@@ -296,6 +307,11 @@ function formatNumber(value: number | null): string {
   return value.toFixed(2);
 }
 
+function loadText(load: SummaryRow["other_cpu_cores"]): string {
+  if (load === undefined) return "";
+  return `${load.midpo.toFixed(2)} / ${load.pytorch.toFixed(2)}`;
+}
+
 function metText(met: boolean | null): string {
   if (met === null) return "";
   return met ? "yes" : "**no**";
@@ -303,8 +319,9 @@ function metText(met: boolean | null): string {
 
 export function markdownTable(rows: SummaryRow[]): string {
   const header =
-    "| measure | unit | midpo | PyTorch | torch threads | midpo / PyTorch | target | met |";
-  const rule = "| --- | --- | ---: | ---: | ---: | ---: | --- | --- |";
+    "| measure | unit | midpo | PyTorch | torch threads | other load, cores | midpo / PyTorch " +
+    "| target | met |";
+  const rule = "| --- | --- | ---: | ---: | ---: | ---: | ---: | --- | --- |";
   const lines = rows.map((r) => {
     const cells = [
       r.measure,
@@ -312,6 +329,7 @@ export function markdownTable(rows: SummaryRow[]): string {
       formatNumber(r.midpo),
       formatNumber(r.pytorch),
       r.pytorch_threads == null ? "" : String(r.pytorch_threads),
+      loadText(r.other_cpu_cores),
       r.ratio === null ? "" : `${r.ratio.toFixed(2)}x`,
       r.target,
       metText(r.met),

@@ -29,6 +29,7 @@ import type { ForwardPlan, Phase, PhaseResult } from "./forward-plan.js";
 import {
   agreement,
   baselineIsValid,
+  fastestSeconds,
   markdownTable,
   summarize,
   type PhaseRun,
@@ -45,8 +46,10 @@ interface Options {
   decodeBatches: number[];
   repeats: number;
   python: string;
-  /** torch intra-op thread counts to try; the fastest run of each phase is reported. */
+  /** torch intra-op thread counts to try at matmul and prefill. */
   torchThreads?: number[];
+  /** Longest wait for other processes to go quiet before each phase, in seconds. */
+  idleWait: number;
   minTorchGflops: number;
   installBlas: boolean;
   resultsDir: string;
@@ -155,6 +158,30 @@ const clockTicksPerSecond = (() => {
   return out.status === 0 && value > 0 ? value : 100;
 })();
 
+/** Sleeps the calling thread; the parent has nothing else to do between children. */
+function sleep(seconds: number): void {
+  Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, seconds * 1000);
+}
+
+/**
+ * Waits until other processes use less than a quarter of a core, sampled over 2 s, or until
+ * `maxSeconds` have passed. Returns the load seen in the last sample, in cores.
+ */
+function waitForIdle(maxSeconds: number): number {
+  const start = performance.now();
+  for (;;) {
+    const before = machineBusySeconds();
+    sleep(2);
+    const load = (machineBusySeconds() - before) / 2;
+    const waited = (performance.now() - start) / 1000;
+    if (load < 0.25 || waited >= maxSeconds) return load;
+    log.info(
+      { load_cores: load.toFixed(2), waited_s: waited.toFixed(0) },
+      "waiting for other processes to go quiet",
+    );
+  }
+}
+
 function runPhase(
   side: PhaseResult["side"],
   phase: Phase,
@@ -175,7 +202,8 @@ function runPhase(
     if (torchThreads !== undefined) args.push("--threads", String(torchThreads));
   }
 
-  log.info({ side, phase, batch, torchThreads }, "running");
+  const load = options.idleWait > 0 ? waitForIdle(options.idleWait) : null;
+  log.info({ side, phase, batch, torchThreads, load_cores: load?.toFixed(2) }, "running");
   const busyBefore = machineBusySeconds();
   const start = performance.now();
   const out = spawnSync(command, args, {
@@ -236,7 +264,7 @@ function parseOptions(): Options {
     .option("--prefill-batch <n>", "prefill rows", parsePositiveInteger, 4)
     .option("--prefill-length <n>", "prefill tokens per row", parsePositiveInteger, 256)
     .option("--prompt-length <n>", "decode prompt tokens per row", parsePositiveInteger, 32)
-    .option("--new-tokens <n>", "greedy tokens generated per row", parsePositiveInteger, 128)
+    .option("--new-tokens <n>", "greedy tokens generated per row", parsePositiveInteger, 64)
     .option(
       "--decode-batches <list>",
       "comma-separated decode batch sizes",
@@ -252,8 +280,8 @@ function parseOptions(): Options {
     .option("--python <path>", "Python interpreter that has torch and numpy", "/usr/bin/python3")
     .option(
       "--torch-threads <list>",
-      "comma-separated torch intra-op thread counts to try; each PyTorch phase reports its " +
-        "fastest (default: 1 and one per core)",
+      "comma-separated torch intra-op thread counts to try at matmul and prefill; decode " +
+        "uses the one with the fastest prefill (default: 1 and one per core)",
       parseIntegerList,
     )
     .option(
@@ -263,24 +291,41 @@ function parseOptions(): Options {
       20,
     )
     .option("--install-blas", `apt-get install ${BLAS_PACKAGE} when missing (root only)`, false)
+    .option(
+      "--idle-wait <s>",
+      "max seconds to wait before each phase for other processes to use under 0.25 cores; 0 skips",
+      Number,
+      30,
+    )
     .option("--results-dir <path>", "where the JSON report goes", "bench/results")
     .parse();
   return program.opts<Options>();
 }
 
-/** Runs every phase, midpo first, then PyTorch once per thread count, phase by phase. */
+/**
+ * Runs every phase, midpo first and then PyTorch, phase by phase. PyTorch runs matmul and
+ * prefill once per thread count, and decode only with the count that gave the fastest prefill.
+ */
 function runAllPhases(options: Options, planPath: string): PhaseRun[] {
-  const torchThreads = [...new Set(options.torchThreads ?? [1, cpus().length])];
   const runs: PhaseRun[] = [];
-  const both = (phase: Phase, batch?: number) => {
+  const both = (phase: Phase, batch: number | undefined, torchThreads: number[]) => {
     runs.push(runPhase("midpo", phase, batch, undefined, planPath, options));
     for (const threads of torchThreads) {
       runs.push(runPhase("pytorch", phase, batch, threads, planPath, options));
     }
   };
-  both("matmul");
-  both("prefill");
-  for (const batch of options.decodeBatches) both("decode", batch);
+
+  const candidates = [...new Set(options.torchThreads ?? [1, cpus().length])];
+  both("matmul", undefined, candidates);
+  both("prefill", undefined, candidates);
+
+  // On 2 cores shared with other jobs, decode with 2 torch threads ran 5 to 7 times slower
+  // than with 1 (OpenMP workers wait at every op for a descheduled partner), and a losing
+  // setting costs minutes there, so decode reuses the setting that won prefill.
+  const prefills = runs.filter((r) => r.result.side === "pytorch" && r.result.phase === "prefill");
+  prefills.sort((a, b) => fastestSeconds(a.result) - fastestSeconds(b.result));
+  const decodeThreads = prefills[0].result.threads ?? candidates[0];
+  for (const batch of options.decodeBatches) both("decode", batch, [decodeThreads]);
   return runs;
 }
 
