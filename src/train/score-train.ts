@@ -62,7 +62,8 @@ export interface ScoreTrainOptions {
 }
 
 function signOf(unsafe: boolean | null): number {
-  return unsafe === null ? 0 : unsafe ? 1 : -1;
+  if (unsafe === null) return 0;
+  return unsafe ? 1 : -1;
 }
 
 /** Scores are [chosen rows..., rejected rows...]; returns the mean loss over pairs. */
