@@ -67,6 +67,7 @@ const evaluate: EvaluationRunner = async ({ config, dirs, out, seed, baselines }
     temperature: config.temperature,
     seed,
     limit: config.limit,
+    setLabels: config.set_labels,
   });
   lastResults = results;
   return { results: join(out, "results.json") };

@@ -3,13 +3,18 @@
 // download and gives the same numbers on every machine.
 //
 // Prompts ask how to do something with an object; the object decides whether the request is
-// harmful. Responses come in four kinds:
+// harmful. Responses come in five kinds:
 //   answer          a how-to answer: the most helpful, unsafe for a harmful request
-//   safe refusal    a refusal that points somewhere useful: safe, fairly helpful
+//   partial         the first step of an answer only: safe, somewhat helpful
+//   safe refusal    a refusal that points somewhere useful: safe
 //   refusal         a bare refusal: safe, unhelpful
 //   dunno           "i do not know": safe, unhelpful
-// Helpfulness labels rank answer > safe refusal > dunno > refusal (a refusal of a benign
-// request is the least helpful); safety labels mark only answers to harmful requests unsafe.
+// Only answers to harmful requests are labelled unsafe. Helpfulness ranks answer > partial >
+// safe refusal > dunno > refusal everywhere. Between two safe responses to a harmful request
+// the one further from answering is safer, so a cost model trained on these labels scores a
+// refusal below a partial answer there. D_dual by cost (both costs negative, lower cost
+// chosen) then prefers refusals on harmful requests, which the helpfulness expert gets wrong
+// and the safety expert gets right: the router has to learn when to use which.
 
 import { mkdirSync, renameSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
@@ -58,6 +63,7 @@ const STEPS = [
 ];
 const ANSWER = (verb: string, object: string) =>
   `first gather the tools , then ${verb} the ${object} step by step and finish it with care .`;
+const PARTIAL = "first gather the tools .";
 const SAFE_REFUSAL = "sorry , i can not help with that , but i can tell you how to stay safe .";
 const REFUSAL = "sorry , i can not help with that .";
 const DUNNO = "i do not know .";
@@ -79,19 +85,37 @@ export interface PkuDemoRecord {
   category: string;
 }
 
-type Kind = "answer" | "safe-refusal" | "refusal" | "dunno";
+type Kind = "answer" | "partial" | "safe-refusal" | "refusal" | "dunno";
+
+const KINDS: Kind[] = ["answer", "partial", "safe-refusal", "refusal", "dunno"];
 
 const HELPFULNESS_RANK: Record<Kind, number> = {
-  answer: 3,
+  answer: 4,
+  partial: 3,
   "safe-refusal": 2,
   dunno: 1,
   refusal: 0,
 };
 
+/** Safety on a harmful request: refusals first, answering last; all equal on benign ones. */
+function safetyRank(kind: Kind, harmful: boolean): number {
+  if (!harmful) return 0;
+  const rank: Record<Kind, number> = {
+    "safe-refusal": 3,
+    refusal: 3,
+    dunno: 2,
+    partial: 1,
+    answer: 0,
+  };
+  return rank[kind];
+}
+
 function responseText(kind: Kind, verb: string, object: string): string {
   switch (kind) {
     case "answer":
       return ANSWER(verb, object);
+    case "partial":
+      return PARTIAL;
     case "safe-refusal":
       return SAFE_REFUSAL;
     case "refusal":
@@ -140,20 +164,24 @@ export function splitPrompts(seed: number, heldOutShare = 0.2) {
 /** Preference records in the PKU-SafeRLHF schema for the training prompts. */
 export function demoRecords(seed: number): PkuDemoRecord[] {
   const rng = new Rng(seed + 1);
-  const kinds: Kind[] = ["answer", "safe-refusal", "refusal", "dunno"];
+  const kinds = KINDS;
   const records: PkuDemoRecord[] = [];
   for (const p of splitPrompts(seed).train) {
-    // Two different pairs per prompt, drawn from the six kind combinations.
+    // Two different pairs per prompt, drawn from the ten kind combinations.
     const combos: [Kind, Kind][] = [];
-    for (let i = 0; i < kinds.length; i++) for (let j = i + 1; j < kinds.length; j++) combos.push([kinds[i], kinds[j]]);
+    for (let i = 0; i < kinds.length; i++)
+      for (let j = i + 1; j < kinds.length; j++) combos.push([kinds[i], kinds[j]]);
     const first = Math.floor(rng.next() * combos.length);
     const second = (first + 1 + Math.floor(rng.next() * (combos.length - 1))) % combos.length;
     for (const index of [first, second]) {
       const [a, b] = rng.next() < 0.5 ? combos[index] : [combos[index][1], combos[index][0]];
       const safe = (kind: Kind) => !(p.harmful && kind === "answer");
       const better = HELPFULNESS_RANK[a] > HELPFULNESS_RANK[b] ? 0 : 1;
-      // Safer: the safe one when exactly one is safe, else the more helpful one.
-      const safer = safe(a) !== safe(b) ? (safe(a) ? 0 : 1) : better;
+      // Safer: by safety rank; on a tie, the more helpful one.
+      const sa = safetyRank(a, p.harmful);
+      const sb = safetyRank(b, p.harmful);
+      let safer = better;
+      if (sa !== sb) safer = sa > sb ? 0 : 1;
       records.push({
         prompt: p.prompt,
         response_0: responseText(a, p.verb, p.object),
@@ -169,12 +197,26 @@ export function demoRecords(seed: number): PkuDemoRecord[] {
   return records;
 }
 
-/** SFT pairs: each training prompt with each of its plausible responses. */
+/**
+ * How often each response kind appears in the SFT data. Like an instruction-tuned model with
+ * some safety training, the SFT model answers benign requests more often and refuses harmful
+ * ones more often, so its hidden states at the start of a response already tell the two kinds
+ * of request apart; that is the signal the router reads.
+ */
+const SFT_COPIES: Record<"benign" | "harmful", Record<Kind, number>> = {
+  benign: { answer: 3, partial: 1, "safe-refusal": 1, refusal: 0, dunno: 1 },
+  harmful: { answer: 1, partial: 1, "safe-refusal": 2, refusal: 2, dunno: 1 },
+};
+
+/** SFT pairs: each training prompt with its plausible responses, weighted by SFT_COPIES. */
 export function demoSftPairs(seed: number): { prompt: string; response: string }[] {
   const out: { prompt: string; response: string }[] = [];
   for (const p of splitPrompts(seed).train) {
-    for (const kind of ["answer", "safe-refusal", "refusal", "dunno"] as Kind[]) {
-      out.push({ prompt: p.prompt, response: responseText(kind, p.verb, p.object) });
+    for (const kind of KINDS) {
+      const copies = SFT_COPIES[p.harmful ? "harmful" : "benign"][kind];
+      for (let c = 0; c < copies; c++) {
+        out.push({ prompt: p.prompt, response: responseText(kind, p.verb, p.object) });
+      }
     }
   }
   return out;
@@ -189,6 +231,7 @@ export function demoVocabulary(): string[] {
   const texts = [
     ...allPrompts().map((p) => p.prompt),
     ...allPrompts().map((p) => ANSWER(p.verb, p.object)),
+    PARTIAL,
     SAFE_REFUSAL,
     REFUSAL,
     DUNNO,

@@ -98,6 +98,8 @@ export function writeDemoAssets(dir: string, seed: number): DemoAssets {
   return { corpus, sft, prompts, model };
 }
 
+const ALL_LINEAR = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"];
+
 /** The pipeline settings of the demo, tuned for the tiny model and corpus. */
 export function demoPipelineConfig(out: string, assets: DemoAssets, seed: number): PipelineConfig {
   return parsePipelineConfig(
@@ -111,38 +113,42 @@ export function demoPipelineConfig(out: string, assets: DemoAssets, seed: number
         data: [assets.sft],
         lora: null,
         lr: 3e-3,
-        max_steps: 400,
+        max_steps: 1000,
         batch_size: 16,
         warmup_ratio: 0.05,
-        save_every: 100,
+        save_every: 200,
       },
       reward: {
-        lora: { r: 8, alpha: 16, target_modules: ["q_proj", "v_proj", "down_proj"] },
+        lora: { r: 8, alpha: 16, target_modules: ALL_LINEAR },
         lr: 3e-3,
-        max_steps: 120,
+        max_steps: 400,
         batch_size: 16,
-        save_every: 40,
+        save_every: 100,
       },
       cost: {
-        lora: { r: 8, alpha: 16, target_modules: ["q_proj", "v_proj", "down_proj"] },
+        lora: { r: 8, alpha: 16, target_modules: ALL_LINEAR },
         lr: 3e-3,
-        max_steps: 120,
+        max_steps: 400,
         batch_size: 16,
-        save_every: 40,
+        save_every: 100,
       },
+      // Score-model margins span a few units here, so SPE-DPO takes a tenth of them.
       experts: {
         lora: { r: 16, alpha: 32, target_modules: ["down_proj"] },
-        lr: 5e-3,
-        max_steps: 120,
+        lr: 2e-3,
+        max_steps: 100,
         batch_size: 8,
         beta: 0.1,
-        save_every: 40,
+        margin_scale: 0.1,
+        save_every: 50,
       },
+      // D_dual by cost: see corpus.ts for why the label rule leaves the router nothing to learn here.
       router: {
+        dual: "cost",
         kind: "compact",
         hidden: 32,
         lr: 1e-2,
-        max_steps: 150,
+        max_steps: 200,
         batch_size: 8,
         save_every: 50,
       },

@@ -102,6 +102,8 @@ export const pipelineSchema = z
         max_new_tokens: positiveInt.default(64),
         temperature: z.number().min(0).default(0),
         limit: positiveInt.optional(),
+        /** Label for the unlabelled rows of a set, by set name (file stem). */
+        set_labels: z.record(z.string(), z.enum(["safe", "unsafe"])).default({}),
         static_mix: z
           .object({ alpha: z.number(), beta: z.number() })
           .strict()

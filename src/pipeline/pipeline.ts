@@ -7,7 +7,18 @@
 // resumes an interrupted stage from its last checkpoint, and redoes (after deleting) a stage
 // whose settings or inputs changed.
 
-import { existsSync, mkdirSync, readFileSync, renameSync, rmSync, writeFileSync } from "node:fs";
+import { createHash } from "node:crypto";
+import {
+  existsSync,
+  mkdirSync,
+  readFileSync,
+  readdirSync,
+  renameSync,
+  rmSync,
+  statSync,
+  writeFileSync,
+} from "node:fs";
+import { MidpoError } from "../errors.js";
 import { join } from "node:path";
 import { log } from "../log.js";
 import { hashKey } from "../train/cache.js";
@@ -36,6 +47,21 @@ export interface PipelineResult {
   stages: StageRecord[];
   /** Output directory of each stage, by name. */
   dirs: Record<string, string>;
+}
+
+/** SHA-256 of each file's bytes, so that editing a data file redoes the stages that read it. */
+function filesContentHash(paths: readonly string[]): string[] {
+  return paths.map((path) => {
+    if (!existsSync(path)) throw new MidpoError(`pipeline input ${path} does not exist`);
+    const hash = createHash("sha256");
+    if (statSync(path).isDirectory()) {
+      for (const name of readdirSync(path).sort())
+        hash.update(name).update(filesContentHash([join(path, name)])[0]);
+    } else {
+      hash.update(readFileSync(path));
+    }
+    return hash.digest("hex");
+  });
 }
 
 function toLora(section: LoraSection | null | undefined): LoraConfigOptions | null {
@@ -156,7 +182,11 @@ export async function runPipeline(
     hashes[name] = hashKey({ name, settings, inputs: inputs.map((i) => hashes[i] ?? i) });
     return hashes[name];
   };
-  const dataKey = hashKey({ files: config.data.files, data });
+  const dataKey = hashKey({
+    files: filesContentHash(config.data.files),
+    extra: filesContentHash(config.data.extra_safety),
+    data,
+  });
 
   // SFT (optional): the starting model of every later stage.
   let model = config.model;
@@ -165,7 +195,16 @@ export async function runPipeline(
     const sftData: DataOptions = { ...data, files: sft.data };
     await runner.run(
       "01-sft",
-      stageHash("01-sft", { sft, model, examples: sftExamples?.length }, [dataKey]),
+      stageHash(
+        "01-sft",
+        {
+          sft,
+          model,
+          files: filesContentHash(sft.data),
+          examples: sftExamples === undefined ? null : hashKey(sftExamples),
+        },
+        [dataKey],
+      ),
       (dir) =>
         runSftStage(
           {
@@ -272,8 +311,11 @@ export async function runPipeline(
   if (config.eval !== undefined && evaluate !== undefined) {
     const evalConfig = config.eval;
     const trained = Object.keys(hashes).filter((n) => n !== "09-eval");
-    await runner.run("09-eval", stageHash("09-eval", evalConfig, trained), (dir) =>
-      evaluate({ config: evalConfig, dirs, out: dir, seed, model, baselines: experts.baselines }),
+    await runner.run(
+      "09-eval",
+      stageHash("09-eval", { evalConfig, prompts: filesContentHash(evalConfig.prompts) }, trained),
+      (dir) =>
+        evaluate({ config: evalConfig, dirs, out: dir, seed, model, baselines: experts.baselines }),
     );
     dirs.eval = runner.dir("09-eval");
   }

@@ -151,7 +151,11 @@ export async function cachedEndScores(
  * resume flag itself is left out, since it differs between the first run and its resume.
  */
 function runKey(stage: string, options: { trainer: TrainerSettings }, extra: unknown): string {
-  return hashKey({ stage, options: { ...options, trainer: { ...options.trainer, resume: null } }, extra });
+  return hashKey({
+    stage,
+    options: { ...options, trainer: { ...options.trainer, resume: null } },
+    extra,
+  });
 }
 
 function split<T extends { prompt: PreferencePair["prompt"] }>(
@@ -229,7 +233,11 @@ export async function runScoreStage(o: ScoreStageOptions): Promise<TrainSummary>
       trainer: {
         ...o.trainer,
         outDir: o.out,
-        runKey: runKey(o.kind, o, records.map((r) => r.id)),
+        runKey: runKey(
+          o.kind,
+          o,
+          records.map((r) => r.id),
+        ),
       },
     },
   );
@@ -320,7 +328,11 @@ export async function runExpertStage(o: ExpertStageOptions): Promise<TrainSummar
     trainer: {
       ...o.trainer,
       outDir: o.out,
-      runKey: runKey(`expert-${o.kind}`, o, records.map((r) => r.id)),
+      runKey: runKey(
+        `expert-${o.kind}`,
+        o,
+        records.map((r) => r.id),
+      ),
     },
   });
   await base.model.release();
