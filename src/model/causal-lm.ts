@@ -4,7 +4,7 @@
 
 import { MidpoError } from "../errors.js";
 import type { Graph } from "../graph/graph.js";
-import { Session, int64Tensor, tensor, type Feeds } from "../runtime/session.js";
+import { Session, int64Tensor, weightFeeds } from "../runtime/session.js";
 import type { ModelConfig } from "./config.js";
 import {
   buildLlamaGraph,
@@ -48,12 +48,7 @@ export class CausalLM {
     if (s === undefined) {
       s = (async () => {
         const graph = build();
-        const bound: Feeds = {};
-        for (const input of graph.inputs) {
-          const w = this.weights.get(input.name);
-          if (w !== undefined) bound[input.name] = tensor("float32", w, input.shape as number[]);
-        }
-        return Session.create(graph, { bound });
+        return Session.create(graph, { bound: weightFeeds(graph, this.weights) });
       })();
       this.sessions.set(key, s);
     }

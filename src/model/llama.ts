@@ -81,7 +81,8 @@ export function weightSpecs(c: ModelConfig, withLmHead = true): WeightSpec[] {
     linear("mlp.down_proj", h, c.intermediateSize, c.mlpBias);
   }
   specs.push({ name: "model.norm.weight", shape: [h] });
-  if (withLmHead && !c.tieWordEmbeddings) specs.push({ name: "lm_head.weight", shape: [c.vocabSize, h] });
+  if (withLmHead && !c.tieWordEmbeddings)
+    specs.push({ name: "lm_head.weight", shape: [c.vocabSize, h] });
   return specs;
 }
 

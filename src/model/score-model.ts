@@ -11,7 +11,7 @@ import { join } from "node:path";
 import { MidpoError } from "../errors.js";
 import type { Graph, Tensor } from "../graph/graph.js";
 import * as op from "../graph/ops.js";
-import { Session, int64Tensor, tensor, type Feeds } from "../runtime/session.js";
+import { Session, int64Tensor, tensor, weightFeeds, type Feeds } from "../runtime/session.js";
 import type { WeightMap } from "./causal-lm.js";
 import type { ModelConfig } from "./config.js";
 import { buildLlamaGraph, weightSpecs, type LinearOverride } from "./llama.js";
@@ -202,11 +202,7 @@ export class ScoreModel {
     if (this.session === null) {
       const { graph, scores } = buildScoreGraph(this.files.config);
       graph.output("scores", scores);
-      const bound: Feeds = {};
-      for (const input of graph.inputs) {
-        const w = this.files.weights.get(input.name);
-        if (w !== undefined) bound[input.name] = tensor("float32", w, input.shape as number[]);
-      }
+      const bound = weightFeeds(graph, this.files.weights);
       bound["score.weight"] = tensor("float32", this.files.head.weight, [
         1,
         this.files.config.hiddenSize,

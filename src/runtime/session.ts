@@ -84,3 +84,22 @@ export function int64Tensor(
 }
 
 export { ort };
+
+/**
+ * Feeds for every graph input found in `weights` (float32, shaped as the graph declares),
+ * except the names in `trainable`, which the caller feeds on each run.
+ */
+export function weightFeeds(
+  graph: Graph,
+  weights: ReadonlyMap<string, Float32Array>,
+  trainable: { has(name: string): boolean } = new Set<string>(),
+): Feeds {
+  const feeds: Feeds = {};
+  for (const input of graph.inputs) {
+    const w = weights.get(input.name);
+    if (w !== undefined && !trainable.has(input.name)) {
+      feeds[input.name] = tensor("float32", w, input.shape as number[]);
+    }
+  }
+  return feeds;
+}

@@ -8,7 +8,7 @@ import type { Graph, Tensor } from "../graph/graph.js";
 import * as op from "../graph/ops.js";
 import type { ModelConfig } from "../model/config.js";
 import { buildLlamaGraph, type LinearOverride } from "../model/llama.js";
-import { Session, int64Tensor, tensor, type Feeds } from "../runtime/session.js";
+import { Session, int64Tensor, tensor, weightFeeds, type Feeds } from "../runtime/session.js";
 import type { WeightMap } from "../model/causal-lm.js";
 import { meanLoss, type LossOptions } from "./losses.js";
 import type { CollatedPairs } from "./preference-batch.js";
@@ -79,11 +79,7 @@ export class PreferenceStep {
   ) {}
 
   static async create(pg: PreferenceGraph, frozen: WeightMap): Promise<PreferenceStep> {
-    const bound: Feeds = {};
-    for (const input of pg.graph.inputs) {
-      const w = frozen.get(input.name);
-      if (w !== undefined) bound[input.name] = tensor("float32", w, input.shape as number[]);
-    }
+    const bound = weightFeeds(pg.graph, frozen);
     return new PreferenceStep(await Session.create(pg.graph, { bound }), pg.trainable);
   }
 

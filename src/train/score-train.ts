@@ -24,7 +24,7 @@ import {
   saveScoreModel,
   type ScoreKind,
 } from "../model/score-model.js";
-import { Session, tensor, type Feeds } from "../runtime/session.js";
+import { Session, tensor, weightFeeds, type Feeds } from "../runtime/session.js";
 import { loraLinear, mergeLora } from "./lora-graph.js";
 import {
   decoderLinearModules,
@@ -186,13 +186,7 @@ export async function trainScoreModel(
   graph.output("scores", scores);
   trainable.forEach((name, i) => graph.output(`grad.${name}`, grads.get(wrt[i])!));
 
-  const bound: Feeds = {};
-  for (const input of graph.inputs) {
-    const w = weights.get(input.name);
-    if (w !== undefined && !params.has(input.name))
-      bound[input.name] = tensor("float32", w, input.shape as number[]);
-  }
-  const session = await Session.create(graph, { bound });
+  const session = await Session.create(graph, { bound: weightFeeds(graph, weights, params) });
 
   const run = async (batch: ScorePair[]) => {
     const seqs = [...batch.map((p) => p.chosenIds), ...batch.map((p) => p.rejectedIds)];

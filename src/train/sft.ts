@@ -9,7 +9,7 @@ import * as op from "../graph/ops.js";
 import { Rng } from "../generate/sampling.js";
 import type { CausalLM, WeightMap } from "../model/causal-lm.js";
 import { buildLlamaGraph, weightSpecs, type LinearOverride } from "../model/llama.js";
-import { Session, int64Tensor, tensor, type Feeds } from "../runtime/session.js";
+import { Session, int64Tensor, tensor, weightFeeds, type Feeds } from "../runtime/session.js";
 import { loraLinear, mergeLora } from "./lora-graph.js";
 import {
   decoderLinearModules,
@@ -117,13 +117,7 @@ export async function trainSft(
   g.output("tokens", count);
   names.forEach((n, i) => g.output(`grad.${n}`, grads.get(wrt[i])!));
 
-  const bound: Feeds = {};
-  for (const input of g.inputs) {
-    const w = model.weights.get(input.name);
-    if (w !== undefined && !params.has(input.name))
-      bound[input.name] = tensor("float32", w, input.shape as number[]);
-  }
-  const session = await Session.create(g, { bound });
+  const session = await Session.create(g, { bound: weightFeeds(g, model.weights, params) });
 
   const run = async (batch: SftExample[]) => {
     const c = collateSft(batch);
