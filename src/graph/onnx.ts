@@ -63,7 +63,14 @@ function staticDims(t: Tensor): number[] {
   });
 }
 
-export function toModelProto(g: Graph): onnx.IModelProto {
+/**
+ * Builds the ModelProto. `externalLocation` maps an external initializer's file path to the
+ * `location` written into the model (ORT accepts only relative locations).
+ */
+export function toModelProto(
+  g: Graph,
+  externalLocation: (path: string) => string = (path) => path,
+): onnx.IModelProto {
   const initializer: onnx.ITensorProto[] = g.initializers.map((init) => {
     if (init.kind === "inline") {
       return tensorProto(init.tensor.name, init.tensor.dtype, staticDims(init.tensor), init.data);
@@ -74,7 +81,7 @@ export function toModelProto(g: Graph): onnx.IModelProto {
       dims: staticDims(init.tensor),
       dataLocation: onnx.TensorProto.DataLocation.EXTERNAL,
       externalData: [
-        { key: "location", value: init.path },
+        { key: "location", value: externalLocation(init.path) },
         { key: "offset", value: String(init.offset) },
         { key: "length", value: String(init.length) },
       ],
@@ -111,6 +118,6 @@ export function toModelProto(g: Graph): onnx.IModelProto {
 }
 
 /** Serialises the graph to ONNX protobuf bytes, ready for `InferenceSession.create`. */
-export function toOnnxBytes(g: Graph): Uint8Array {
-  return onnx.ModelProto.encode(onnx.ModelProto.create(toModelProto(g))).finish();
+export function toOnnxBytes(g: Graph, externalLocation?: (path: string) => string): Uint8Array {
+  return onnx.ModelProto.encode(onnx.ModelProto.create(toModelProto(g, externalLocation))).finish();
 }

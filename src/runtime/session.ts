@@ -4,7 +4,11 @@
 // pass only the per-run inputs. Bound inputs are not copied by ORT on each run: the tensors
 // wrap the JavaScript buffers directly.
 
+import { linkSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { dirname, join, resolve } from "node:path";
 import * as ort from "onnxruntime-node";
+import { MidpoError } from "../errors.js";
 import type { Graph } from "../graph/graph.js";
 import { toOnnxBytes } from "../graph/onnx.js";
 import type { DType, TypedArray } from "../graph/types.js";
@@ -39,7 +43,7 @@ export class Session {
       executionMode: "sequential",
     };
     if (options.threads !== undefined) sessionOptions.intraOpNumThreads = options.threads;
-    const inner = await ort.InferenceSession.create(toOnnxBytes(graph), sessionOptions);
+    const inner = await createInner(graph, sessionOptions);
     return new Session(
       inner,
       bound,
@@ -56,6 +60,58 @@ export class Session {
   async release(): Promise<void> {
     await this.inner.release();
   }
+}
+
+/**
+ * Creates the ORT session. ORT accepts only relative external-data locations inside the model
+ * file's directory and rejects symbolic links that leave it, so a graph with external-data
+ * initializers is written to a temporary directory beside hard links to its data files:
+ * in the system temporary directory when that is on the same file system, else in the data
+ * file's own directory. ORT maps the data when the session is created, so the directory
+ * can go right after.
+ */
+async function createInner(
+  graph: Graph,
+  options: ort.InferenceSession.SessionOptions,
+): Promise<ort.InferenceSession> {
+  const files = [
+    ...new Set(graph.initializers.flatMap((i) => (i.kind === "external" ? [resolve(i.path)] : []))),
+  ];
+  if (files.length === 0) return ort.InferenceSession.create(toOnnxBytes(graph), options);
+
+  const names = new Map(files.map((file, i) => [file, `external-${i}.bin`]));
+  const dir = linkedDirectory(names);
+  try {
+    const modelPath = join(dir, "model.onnx");
+    writeFileSync(
+      modelPath,
+      toOnnxBytes(graph, (path) => names.get(resolve(path))!),
+    );
+    return await ort.InferenceSession.create(modelPath, options);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+/** A new directory holding a hard link to each file under its given name. */
+function linkedDirectory(names: Map<string, string>): string {
+  const candidates = [tmpdir(), dirname([...names.keys()][0])];
+  let lastError: unknown;
+  for (const parent of candidates) {
+    let dir: string | null = null;
+    try {
+      dir = mkdtempSync(join(parent, ".midpo-onnx-"));
+      for (const [file, name] of names) linkSync(file, join(dir, name));
+      return dir;
+    } catch (error) {
+      lastError = error;
+      if (dir !== null) rmSync(dir, { recursive: true, force: true });
+    }
+  }
+  throw new MidpoError(
+    `cannot place the external weight files ${[...names.keys()].join(", ")} beside a temporary ` +
+      `model file (${(lastError as Error).message}); load the weights as graph inputs instead`,
+  );
 }
 
 const ORT_TYPES: Partial<Record<DType, ort.Tensor.Type>> = {
