@@ -410,7 +410,8 @@ describe("evaluation run", () => {
 
   it("runs through the CLI and prints the table", async () => {
     const previousCache = process.env.MIDPO_CACHE;
-    process.env.MIDPO_CACHE = options.cacheDir;
+    // Assigning undefined to process.env would store the string "undefined".
+    if (options.cacheDir !== undefined) process.env.MIDPO_CACHE = options.cacheDir;
     const printed: string[] = [];
     const write = vi.spyOn(process.stdout, "write").mockImplementation((chunk) => {
       printed.push(String(chunk));
