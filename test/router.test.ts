@@ -189,7 +189,7 @@ describe("router training", () => {
       lambdaAlpha: 1,
       lambdaBeta: 1,
       trainer: trainerOptions(routerDir, {
-        maxSteps: 200,
+        maxSteps: 300,
         lr: 5e-2,
         gradAccum: 1,
         batchSize: 8,

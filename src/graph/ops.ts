@@ -247,6 +247,9 @@ export const reduceMean = (x: Tensor, axes: number[], keepDims = false) =>
   reduce("ReduceMean", x, axes, keepDims);
 export const reduceMax = (x: Tensor, axes: number[], keepDims = false) =>
   reduce("ReduceMax", x, axes, keepDims);
+/** log(sum(exp(x))) over the axes, computed stably by ORT. */
+export const reduceLogSumExp = (x: Tensor, axes: number[], keepDims = false) =>
+  reduce("ReduceLogSumExp", x, axes, keepDims);
 
 export function softmax(x: Tensor, axis = -1): Tensor {
   return unary("Softmax", x, { axis: { int: axis } });

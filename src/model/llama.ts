@@ -292,10 +292,16 @@ class LlamaBuilder {
         return;
       }
       case "token-logprobs": {
-        const logits = this.lmHead(this.rmsNorm(x, "model.norm.weight")); // [B, S, V]
-        const logprobs = op.logSoftmax(op.slice(logits, [1], [0], [-1]), -1); // [B, S-1, V]
+        // log p(target) = logit[target] - logsumexp(logits): one gathered value and one
+        // reduction per position, instead of writing a whole [B, S-1, V] log-softmax.
+        // Positions 0..S-2 predict tokens 1..S-1; cutting the hidden states before the lm_head
+        // avoids copying the largest tensor of the model.
+        const hidden = op.slice(x, [1], [0], [-1]); // [B, S-1, H]
+        const logits = this.lmHead(this.rmsNorm(hidden, "model.norm.weight")); // [B, S-1, V]
         const targets = op.unsqueeze(op.slice(inputIds, [1], [1], [2 ** 62]), [2]); // [B, S-1, 1]
-        g.output("token_logprobs", op.squeeze(op.gatherElements(logprobs, targets, 2), [2]));
+        const picked = op.gatherElements(logits, targets, 2); // [B, S-1, 1]
+        const logprobs = op.sub(picked, op.reduceLogSumExp(logits, [-1], true));
+        g.output("token_logprobs", op.squeeze(logprobs, [2]));
         return;
       }
     }

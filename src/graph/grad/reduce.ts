@@ -41,6 +41,14 @@ export const reduceRules: Record<string, GradRule> = {
     return [op.mul(spread(node, dy!), ratio), null];
   },
 
+  // d logsumexp(x) = softmax(x) dy = exp(x - y) dy, with y broadcast over the reduced axes.
+  ReduceLogSumExp: ({ node, dOutputs: [dy] }) => {
+    const x = node.inputs[0] as Tensor;
+    const y = node.outputs[0];
+    const yKept = keepsDims(node) ? y : op.unsqueeze(y, reducedAxes(node));
+    return [op.mul(op.exp(op.sub(x, yKept)), spread(node, dy!)), null];
+  },
+
   // dx = y * (dy - sum(dy * y))
   Softmax: ({ node, dOutputs: [dy] }) => {
     const y = node.outputs[0];
