@@ -10,7 +10,7 @@ export interface ForwardPlan {
   model_dir: string;
   /** Prefill input, [batch, seq]: every position is a real token, with no padding. */
   prefill_input_ids: number[][];
-  /** Decode prompts, [max batch, prompt length]; a batch of b uses the first b rows. */
+  /** Decode prompts, [max batch, prompt length]. A batch of b uses the first b rows. */
   decode_prompts: number[][];
   decode_batches: number[];
   new_tokens: number;

@@ -48,7 +48,7 @@ interface Options {
   python: string;
   /** torch intra-op thread counts to try at matmul and prefill. */
   torchThreads?: number[];
-  /** Longest wait for other processes to go quiet before each phase, in seconds. */
+  /** Maximum wait for other processes to go quiet before each phase, in seconds. */
   idleWait: number;
   minTorchGflops: number;
   installBlas: boolean;
@@ -320,8 +320,8 @@ function runAllPhases(options: Options, planPath: string): PhaseRun[] {
   both("prefill", undefined, candidates);
 
   // On 2 cores shared with other jobs, decode with 2 torch threads ran 5 to 7 times slower
-  // than with 1 (OpenMP workers wait at every op for a descheduled partner), and a losing
-  // setting costs minutes there, so decode reuses the setting that won prefill.
+  // than with 1, probably because OpenMP workers wait at every op for a descheduled partner.
+  // A losing setting costs minutes there, so decode reuses the setting that won prefill.
   const prefills = runs.filter((r) => r.result.side === "pytorch" && r.result.phase === "prefill");
   prefills.sort((a, b) => fastestSeconds(a.result) - fastestSeconds(b.result));
   const decodeThreads = prefills[0].result.threads ?? candidates[0];
