@@ -172,7 +172,7 @@ export function summarize(inputs: SummaryInputs): SummaryRow[] {
   const prefill = find<PrefillResult>(runs, "midpo", "prefill");
   rows.push(
     rateRow(
-      `prefill ${prefill.batch}x${prefill.seq}: logits at every position, log-softmax`,
+      `prefill ${prefill.batch}x${prefill.seq}: log-probability of every next token`,
       "tokens/s",
       prefillTokensPerSecond,
       prefill,

@@ -4,8 +4,8 @@
 //
 // Phases:
 //   matmul   A [m, k] @ [k, n] float32 MatMul graph, run `runs` times per repeat.
-//   prefill  CausalLM.tokenLogprobs on [batch, seq] ids. It computes the logits at every
-//            position, then the log-softmax and the log-probability of each next token.
+//   prefill  CausalLM.tokenLogprobs on [batch, seq] ids, as one ORT call: the log-probability
+//            of each next token, from the logits at every position but the last.
 //   decode   generate() with greedy sampling and a KV cache, for `--batch` rows.
 //
 // Usage: npx tsx bench/forward.ts --plan FILE --phase matmul|prefill|decode [--batch N]
