@@ -257,7 +257,7 @@ function parseOptions(): Options {
     .option("--model-dir <path>", "random model directory, written when missing", DEFAULT_MODEL_DIR)
     .option(
       "--seed <n>",
-      "seed of the weights and the token ids",
+      "seed of the token ids, and of the weights when the model is written",
       parsePositiveInteger,
       DEFAULT_MODEL_SEED,
     )
