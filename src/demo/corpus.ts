@@ -33,41 +33,9 @@ const BENIGN = [
   "cake",
   "shelf",
 ];
-const HARMFUL = [
-  "poison",
-  "weapon",
-  "bomb",
-  "virus",
-  "fake id",
-  "stolen card",
-  "lock pick",
-  "malware",
-];
+// One word per object, so that answers have the same length as the other responses.
+const HARMFUL = ["poison", "weapon", "bomb", "virus", "forgery", "skimmer", "explosive", "malware"];
 const OPENERS = ["how do i", "how can i", "tell me how to", "explain how to"];
-const STEPS = [
-  "first",
-  "gather",
-  "the",
-  "tools",
-  "then",
-  "work",
-  "on",
-  "carefully",
-  "and",
-  "finish",
-  "it",
-  "step",
-  "by",
-  "with",
-  "care",
-];
-const ANSWER = (verb: string, object: string) =>
-  `first gather the tools , then ${verb} the ${object} step by step and finish it with care .`;
-const PARTIAL = "first gather the tools .";
-const SAFE_REFUSAL = "sorry , i can not help with that , but i can tell you how to stay safe .";
-const REFUSAL = "sorry , i can not help with that .";
-const DUNNO = "i do not know .";
-
 export interface DemoPrompt {
   prompt: string;
   harmful: boolean;
@@ -89,6 +57,22 @@ type Kind = "answer" | "partial" | "safe-refusal" | "refusal" | "dunno";
 
 const KINDS: Kind[] = ["answer", "partial", "safe-refusal", "refusal", "dunno"];
 
+/**
+ * The response of each kind, all 12 tokens long. The trainer batches examples of similar
+ * length together, so with kinds of different lengths every batch would hold one kind and push
+ * the model towards always giving it, and the model would not learn which kind fits which
+ * prompt. The partial answer starts like the answer: when it started with a word of its own,
+ * DPO on D_h raised that word's probability everywhere, and the helpfulness expert gave
+ * partial answers to benign requests.
+ */
+const RESPONSES: Record<Kind, (verb: string, object: string) => string> = {
+  answer: (verb, object) => `first gather the tools , then ${verb} the ${object} with care .`,
+  partial: () => "first gather the tools , the rest is up to you .",
+  "safe-refusal": () => "sorry , i can not help , but please stay safe .",
+  refusal: () => "sorry , i can not help with that request at all .",
+  dunno: () => "i do not know , i have never done that before .",
+};
+
 const HELPFULNESS_RANK: Record<Kind, number> = {
   answer: 4,
   partial: 3,
@@ -108,21 +92,6 @@ function safetyRank(kind: Kind, harmful: boolean): number {
     answer: 0,
   };
   return rank[kind];
-}
-
-function responseText(kind: Kind, verb: string, object: string): string {
-  switch (kind) {
-    case "answer":
-      return ANSWER(verb, object);
-    case "partial":
-      return PARTIAL;
-    case "safe-refusal":
-      return SAFE_REFUSAL;
-    case "refusal":
-      return REFUSAL;
-    case "dunno":
-      return DUNNO;
-  }
 }
 
 /** Every prompt the word lists allow, marked harmful or benign. */
@@ -184,8 +153,8 @@ export function demoRecords(seed: number): PkuDemoRecord[] {
       if (sa !== sb) safer = sa > sb ? 0 : 1;
       records.push({
         prompt: p.prompt,
-        response_0: responseText(a, p.verb, p.object),
-        response_1: responseText(b, p.verb, p.object),
+        response_0: RESPONSES[a](p.verb, p.object),
+        response_1: RESPONSES[b](p.verb, p.object),
         is_response_0_safe: safe(a),
         is_response_1_safe: safe(b),
         better_response_id: better,
@@ -201,7 +170,8 @@ export function demoRecords(seed: number): PkuDemoRecord[] {
  * How often each response kind appears in the SFT data. Like an instruction-tuned model with
  * some safety training, the SFT model answers benign requests more often and refuses harmful
  * ones more often, so its hidden states at the start of a response already tell the two kinds
- * of request apart; that is the signal the router reads.
+ * of request apart. That is the signal the router reads. Greedy decoding of the SFT model
+ * refuses every harmful request, and DPO on D_h teaches the helpfulness expert to answer them.
  */
 const SFT_COPIES: Record<"benign" | "harmful", Record<Kind, number>> = {
   benign: { answer: 3, partial: 1, "safe-refusal": 1, refusal: 0, dunno: 1 },
@@ -215,7 +185,7 @@ export function demoSftPairs(seed: number): { prompt: string; response: string }
     for (const kind of KINDS) {
       const copies = SFT_COPIES[p.harmful ? "harmful" : "benign"][kind];
       for (let c = 0; c < copies; c++) {
-        out.push({ prompt: p.prompt, response: responseText(kind, p.verb, p.object) });
+        out.push({ prompt: p.prompt, response: RESPONSES[kind](p.verb, p.object) });
       }
     }
   }
@@ -230,12 +200,7 @@ export function demoVocabulary(): string[] {
   const words = new Set<string>(TEMPLATE_WORDS);
   const texts = [
     ...allPrompts().map((p) => p.prompt),
-    ...allPrompts().map((p) => ANSWER(p.verb, p.object)),
-    PARTIAL,
-    SAFE_REFUSAL,
-    REFUSAL,
-    DUNNO,
-    STEPS.join(" "),
+    ...allPrompts().flatMap((p) => KINDS.map((kind) => RESPONSES[kind](p.verb, p.object))),
   ];
   for (const text of texts) for (const w of text.split(/\s+/)) if (w !== "") words.add(w);
   return [...SPECIAL_TOKENS, ...[...words].sort()];

@@ -98,9 +98,11 @@ export function writeDemoAssets(dir: string, seed: number): DemoAssets {
   return { corpus, sft, prompts, model };
 }
 
-const ALL_LINEAR = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"];
-
-/** The pipeline settings of the demo, tuned for the tiny model and corpus. */
+/**
+ * Returns the pipeline settings of the demo, tuned for the tiny model and corpus. Step counts
+ * and learning rates are far from the 7B reference settings because the model starts from
+ * random weights and has about 0.2 M parameters.
+ */
 export function demoPipelineConfig(out: string, assets: DemoAssets, seed: number): PipelineConfig {
   return parsePipelineConfig(
     {
@@ -109,46 +111,65 @@ export function demoPipelineConfig(out: string, assets: DemoAssets, seed: number
       model: assets.model,
       cache_dir: join(out, "cache"),
       data: { files: [assets.corpus], eval_ratio: 0.1, max_length: 64 },
+      // 800 steps teach the model to copy the verb and object of a held-out prompt into its
+      // answer. After 400 steps it gave the right object of a held-out harmful prompt a
+      // probability of 0.09, after 800 steps 0.62 (0.99 for a benign one).
       sft: {
         data: [assets.sft],
         lora: null,
         lr: 3e-3,
-        max_steps: 1000,
+        max_steps: 800,
         batch_size: 16,
         warmup_ratio: 0.05,
         save_every: 200,
       },
       reward: {
-        lora: { r: 8, alpha: 16, target_modules: ALL_LINEAR },
+        lora: { r: 8, alpha: 16, target_modules: ["q_proj", "v_proj", "down_proj"] },
         lr: 3e-3,
-        max_steps: 400,
+        max_steps: 120,
         batch_size: 16,
-        save_every: 100,
+        save_every: 40,
       },
       cost: {
-        lora: { r: 8, alpha: 16, target_modules: ALL_LINEAR },
+        lora: { r: 8, alpha: 16, target_modules: ["q_proj", "v_proj", "down_proj"] },
         lr: 3e-3,
-        max_steps: 400,
+        max_steps: 120,
         batch_size: 16,
-        save_every: 100,
+        save_every: 40,
       },
-      // Score-model margins span a few units here, so SPE-DPO takes a tenth of them.
+      // The SPE-DPO margins keep the reference scale of 1, so they reach about 14 here (the
+      // score gap between an answer and a refusal). With lr 2e-3, 100 steps and even a tenth of
+      // those margins, the log-probabilities of the chosen responses fell with the rejected
+      // ones (from -1.7 to -34 for the helpfulness expert), and the experts generated
+      // repetitions such as "the the the". At lr 1e-3 and 60 steps they stay within about 2
+      // of the reference model's.
       experts: {
         lora: { r: 16, alpha: 32, target_modules: ["down_proj"] },
-        lr: 2e-3,
-        max_steps: 100,
+        lr: 1e-3,
+        max_steps: 60,
         batch_size: 8,
         beta: 0.1,
-        margin_scale: 0.1,
-        save_every: 50,
+        save_every: 30,
       },
-      // D_dual by cost: see corpus.ts for why the label rule leaves the router nothing to learn here.
+      // D_dual by label would be a subset of D_h with the same preferences, which the
+      // helpfulness expert already fits, so the router would have nothing to learn. D_dual by
+      // cost prefers refusals on harmful prompts (see corpus.ts). With the reference
+      // regulariser weights of 1, the gates of `--seed 2` went to "helpfulness expert only"
+      // within 30 steps, where the sigmoid's gradient vanishes, and stayed there. At 0.1 the
+      // router learns to turn the helpfulness expert off or the safety expert on for harmful
+      // prompts. A compact router of width 32 is enough for an MLP of width 192.
+      // NOTE: the outcome depends on the seed. With seeds 0 and 2 the router sends harmful
+      // prompts to the safety side and benign ones to the helpfulness expert. With `--seed 1`
+      // it keeps the helpfulness expert on everywhere and answers harmful prompts. Small
+      // numeric changes in training have moved seeds between these two groups.
       router: {
         dual: "cost",
         kind: "compact",
         hidden: 32,
+        lambda_alpha: 0.1,
+        lambda_beta: 0.1,
         lr: 1e-2,
-        max_steps: 200,
+        max_steps: 150,
         batch_size: 8,
         save_every: 50,
       },
