@@ -30,7 +30,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from forward_torch import Llama, measure_matmul, peak_rss_bytes, read_safetensors
+from forward_torch import Llama, peak_rss_bytes, read_safetensors
 
 # ---------------------------------------------------------------------------------------------
 # Model
@@ -195,14 +195,35 @@ def process_fields():
 
 
 def matmul_fields(plan, previous=None):
-    """This process's matmul rate, measured with bench/forward_torch.py's matmul phase; the
-    times are appended to those of `previous` when given."""
+    """Time the plan's matmul chain, as measureOrtMatmul in bench/train-plan.ts does: `runs`
+    products alternately [m, k] @ [k, n] and [m, n] @ [n, k], one chain per repeat after one
+    warm-up chain. The times are appended to those of `previous` when given."""
+    m, k, n, runs = (plan["matmul"][key] for key in ("m", "k", "n", "runs"))
+    generator = torch.Generator().manual_seed(7)
+
+    def uniform(rows, cols, bound):
+        return (torch.rand(rows, cols, generator=generator) * 2 - 1) * bound
+
+    # Weights with variance 1/fan_in keep the activations near unit scale along the chain.
+    x = uniform(m, k, 1.0)
+    up = uniform(k, n, (3 / k) ** 0.5)
+    down = uniform(n, k, (3 / n) ** 0.5)
+
+    def chain():
+        h = x
+        for i in range(runs):
+            h = torch.matmul(h, up if i % 2 == 0 else down)
+        return h
+
+    times = []
     with torch.inference_mode():
-        timing = measure_matmul(plan)
-    fields = {key: timing[key] for key in ("m", "k", "n", "runs", "seconds")}
-    if previous is not None:
-        fields["seconds"] = previous["seconds"] + fields["seconds"]
-    return fields
+        chain()
+        for _ in range(plan["repeats"]):
+            start = time.perf_counter()
+            chain()
+            times.append(time.perf_counter() - start)
+    previous_times = [] if previous is None else previous["seconds"]
+    return {"m": m, "k": k, "n": n, "runs": runs, "seconds": previous_times + times}
 
 
 def parse_args(description, modes):

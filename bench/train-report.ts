@@ -26,8 +26,8 @@ export interface SummaryRow {
   /** The same values from the median timed run instead of the fastest, where they differ. */
   midpo_median?: number;
   pytorch_median?: number;
-  /** torch intra-op threads of the PyTorch process shown. */
-  pytorch_threads?: number | null;
+  /** Intra-op threads of the processes shown: ORT's for midpo, torch's for PyTorch. */
+  threads?: { midpo: number | null; pytorch: number | null };
   /** CPU cores that other processes used while each side's process shown ran. */
   other_cpu_cores?: { midpo: number; pytorch: number | null };
   /** midpo / PyTorch; null where it means nothing, and for targets the run cannot judge. */
@@ -63,11 +63,11 @@ export interface ReportInputs {
   trainableParams: Partial<Record<Bench, number>>;
 }
 
-type Pick = (values: number[]) => number;
-const fastest: Pick = (values) => Math.min(...values);
+type Statistic = (values: number[]) => number;
+const fastest: Statistic = (values) => Math.min(...values);
 const MIB = 1024 * 1024;
 
-function matmulGflops(m: MatmulTiming, pick: Pick): number {
+function matmulGflops(m: MatmulTiming, pick: Statistic): number {
   return (2 * m.m * m.k * m.n * m.runs) / pick(m.seconds) / 1e9;
 }
 
@@ -119,7 +119,7 @@ function compareRow(
   inputs: ReportInputs,
   measure: string,
   unit: string,
-  value: (r: TrainBenchResult, pick: Pick) => number,
+  value: (r: TrainBenchResult, pick: Statistic) => number,
   midpo: TrainBenchResult,
   pytorch: TrainBenchResult,
   judged: Judged,
@@ -140,21 +140,27 @@ function compareRow(
     pytorch: value(pytorch, fastest),
     midpo_median: value(midpo, median),
     pytorch_median: value(pytorch, median),
-    pytorch_threads: pytorch.threads,
-    other_cpu_cores: otherLoad(inputs, midpo, pytorch),
+    ...processFacts(inputs, { midpo, pytorch }),
     ratio: valid ? ratio : null,
     target: targetText,
     met,
   };
 }
 
-function otherLoad(
-  inputs: ReportInputs,
-  midpo: TrainBenchResult,
-  pytorch: TrainBenchResult | null,
-) {
-  const of = (r: TrainBenchResult) => inputs.runs.find((run) => run.result === r)!.other_cpu_cores;
-  return { midpo: of(midpo), pytorch: pytorch === null ? null : of(pytorch) };
+/** The processes a row's values come from. */
+interface Sources {
+  midpo: TrainBenchResult;
+  pytorch: TrainBenchResult | null;
+}
+
+/** Threads and other processes' load of a row's processes, for the table. */
+function processFacts(inputs: ReportInputs, sources: Sources) {
+  const load = (r: TrainBenchResult) => inputs.runs.find((run) => run.result === r)!.other_cpu_cores;
+  const { midpo, pytorch } = sources;
+  return {
+    threads: { midpo: midpo.threads, pytorch: pytorch?.threads ?? null },
+    other_cpu_cores: { midpo: load(midpo), pytorch: pytorch === null ? null : load(pytorch) },
+  };
 }
 
 function noteRow(
@@ -162,18 +168,9 @@ function noteRow(
   unit: string,
   midpo: number | null,
   pytorch: number | null,
-  threads?: number | null,
+  facts: Pick<SummaryRow, "threads" | "other_cpu_cores"> = {},
 ): SummaryRow {
-  return {
-    measure,
-    unit,
-    midpo,
-    pytorch,
-    pytorch_threads: threads,
-    ratio: null,
-    target: "",
-    met: null,
-  };
+  return { measure, unit, midpo, pytorch, ...facts, ratio: null, target: "", met: null };
 }
 
 function matmulRow(inputs: ReportInputs, bench: Bench, valid: boolean): SummaryRow {
@@ -181,7 +178,9 @@ function matmulRow(inputs: ReportInputs, bench: Bench, valid: boolean): SummaryR
     Math.max(...resultsOf(inputs, side, bench).map((r) => matmulGflops(r.matmul, fastest)));
   const shape = resultsOf(inputs, "midpo", bench)[0].matmul;
   return {
-    measure: `matmul [${shape.m}x${shape.k}] @ [${shape.k}x${shape.n}] float32, best process`,
+    measure:
+      `matmul chain, ${shape.runs} products [${shape.m}x${shape.k}] @ [${shape.k}x${shape.n}] ` +
+      `and back, float32, best process`,
     unit: "GFLOP/s",
     midpo: rate("midpo"),
     pytorch: rate("pytorch"),
@@ -192,7 +191,7 @@ function matmulRow(inputs: ReportInputs, bench: Bench, valid: boolean): SummaryR
 }
 
 /** Achieved GFLOP/s of a result's fastest run, and its share of the same process's matmul rate. */
-function utilisation(inputs: ReportInputs, r: TrainBenchResult, pick: Pick) {
+function utilisation(inputs: ReportInputs, r: TrainBenchResult, pick: Statistic) {
   const gflops = inputs.flops(r).flops / pick(r.seconds) / 1e9;
   return { gflops, mfu: (100 * gflops) / matmulGflops(r.matmul, fastest) };
 }
@@ -205,23 +204,17 @@ function utilisationRows(
 ): SummaryRow[] {
   const m = utilisation(inputs, midpo, fastest);
   const p = pytorch === null ? null : utilisation(inputs, pytorch, fastest);
+  const facts = processFacts(inputs, { midpo, pytorch });
   const mfu = noteRow(
     `${label}: model FLOP utilisation (of the same process's matmul rate)`,
     "%",
     m.mfu,
     p?.mfu ?? null,
-    pytorch?.threads,
+    facts,
   );
   mfu.target = `midpo >= ${100 * MFU_TARGET} %`;
   mfu.met = m.mfu >= 100 * MFU_TARGET;
-  const rate = noteRow(
-    `${label}: achieved`,
-    "GFLOP/s",
-    m.gflops,
-    p?.gflops ?? null,
-    pytorch?.threads,
-  );
-  for (const row of [rate, mfu]) row.other_cpu_cores = otherLoad(inputs, midpo, pytorch);
+  const rate = noteRow(`${label}: achieved`, "GFLOP/s", m.gflops, p?.gflops ?? null, facts);
   return [rate, mfu];
 }
 
@@ -236,16 +229,15 @@ function rssRow(
     "MiB",
     midpo.peak_rss_bytes / MIB,
     pytorch === null ? null : pytorch.peak_rss_bytes / MIB,
-    pytorch?.threads,
+    processFacts(inputs, { midpo, pytorch }),
   );
   if (pytorch !== null) row.ratio = midpo.peak_rss_bytes / pytorch.peak_rss_bytes;
-  row.other_cpu_cores = otherLoad(inputs, midpo, pytorch);
   return row;
 }
 
 const sum = (values: number[]) => values.reduce((a, b) => a + b, 0);
 
-function stepTime(r: TrainBenchResult, pick: Pick): number {
+function stepTime(r: TrainBenchResult, pick: Statistic): number {
   return pick(r.seconds);
 }
 
@@ -302,7 +294,7 @@ export function stepRows(inputs: ReportInputs, bench: "dpo-step" | "router-step"
         "s",
         fastest(midpoRef.ref_seconds),
         fastest(torchRef.ref_seconds),
-        torchRef.threads,
+        processFacts(inputs, { midpo: midpoRef, pytorch: torchRef }),
       ),
     );
   }
@@ -315,7 +307,13 @@ export function stepRows(inputs: ReportInputs, bench: "dpo-step" | "router-step"
   const ortShare = (r: StepResult) =>
     (100 * sum(r.ort_seconds ?? [])) / sum(r.seconds.map((s, i) => s - r.ref_seconds[i]));
   rows.push(
-    noteRow("midpo step: share of its time inside ORT session.run", "%", ortShare(midpoStep), null),
+    noteRow(
+      "midpo step: share of its time inside ORT session.run",
+      "%",
+      ortShare(midpoStep),
+      null,
+      processFacts(inputs, { midpo: midpoStep, pytorch: null }),
+    ),
   );
 
   const trainable = inputs.trainableParams[bench];
@@ -333,7 +331,7 @@ export function stepRows(inputs: ReportInputs, bench: "dpo-step" | "router-step"
 
   rows.push(rssRow(inputs, "step, cached reference", midpoStep, torchStep));
   if (midpoRef !== null) rows.push(rssRow(inputs, "step + reference forward", midpoRef, torchRef));
-  rows.push(...setupRows(midpoStep, torchStep));
+  rows.push(...setupRows(inputs, midpoStep, torchStep));
   return rows;
 }
 
@@ -344,7 +342,7 @@ export function scoreRows(inputs: ReportInputs): SummaryRow[] {
   const pytorch = best<ScoreResult>(inputs, "pytorch", "score");
   if (midpo === null || pytorch === null) throw new Error("score: a result is missing");
   const rows: SummaryRow[] = [matmulRow(inputs, "score", valid)];
-  const perSecond = (count: (r: ScoreResult) => number) => (r: TrainBenchResult, pick: Pick) =>
+  const perSecond = (count: (r: ScoreResult) => number) => (r: TrainBenchResult, pick: Statistic) =>
     count(r as ScoreResult) / pick(r.seconds);
 
   const width = midpo.tokens / midpo.sequences;
@@ -380,16 +378,22 @@ export function scoreRows(inputs: ReportInputs): SummaryRow[] {
       "%",
       (100 * sum(midpo.ort_seconds ?? [])) / sum(midpo.seconds),
       null,
+      processFacts(inputs, { midpo, pytorch: null }),
     ),
   );
   rows.push(rssRow(inputs, "end scores", midpo, pytorch));
-  rows.push(...setupRows(midpo, pytorch));
+  rows.push(...setupRows(inputs, midpo, pytorch));
   return rows;
 }
 
 /** Setup costs, paid once per process before the first step: load, graph, session, warm-up. */
-function setupRows(midpo: TrainBenchResult, pytorch: TrainBenchResult): SummaryRow[] {
-  const rows = [noteRow("setup: model load into memory", "s", midpo.load_s, pytorch.load_s)];
+function setupRows(
+  inputs: ReportInputs,
+  midpo: TrainBenchResult,
+  pytorch: TrainBenchResult,
+): SummaryRow[] {
+  const facts = processFacts(inputs, { midpo, pytorch });
+  const rows = [noteRow("setup: model load into memory", "s", midpo.load_s, pytorch.load_s, facts)];
   if (midpo.graph_build_s !== undefined) {
     rows.push(
       noteRow(
@@ -418,7 +422,7 @@ function setupRows(midpo: TrainBenchResult, pytorch: TrainBenchResult): SummaryR
       null,
     ),
   );
-  rows.push(noteRow("setup: warm-up run", "s", midpo.warmup_s, pytorch.warmup_s, pytorch.threads));
+  rows.push(noteRow("setup: warm-up run", "s", midpo.warmup_s, pytorch.warmup_s, facts));
   return rows;
 }
 
@@ -471,6 +475,12 @@ function loadText(load: SummaryRow["other_cpu_cores"]): string {
   return `${load.midpo.toFixed(2)} / ${load.pytorch === null ? "-" : load.pytorch.toFixed(2)}`;
 }
 
+function threadsText(threads: SummaryRow["threads"]): string {
+  if (threads === undefined) return "";
+  const text = (n: number | null) => (n === null ? "-" : String(n));
+  return `${text(threads.midpo)} / ${text(threads.pytorch)}`;
+}
+
 function metText(met: boolean | null): string {
   if (met === null) return "";
   return met ? "yes" : "**no**";
@@ -478,7 +488,8 @@ function metText(met: boolean | null): string {
 
 export function markdownTable(rows: SummaryRow[]): string {
   const header =
-    "| measure | unit | midpo | PyTorch | torch threads | other load, cores (midpo / PyTorch) " +
+    "| measure | unit | midpo | PyTorch | threads (midpo / PyTorch) " +
+    "| other load, cores (midpo / PyTorch) " +
     "| midpo / PyTorch | target | met |";
   const rule = "| --- | --- | ---: | ---: | ---: | ---: | ---: | --- | --- |";
   const lines = rows.map((r) => {
@@ -487,7 +498,7 @@ export function markdownTable(rows: SummaryRow[]): string {
       r.unit,
       formatNumber(r.midpo),
       formatNumber(r.pytorch),
-      r.pytorch_threads == null ? "" : String(r.pytorch_threads),
+      threadsText(r.threads),
       loadText(r.other_cpu_cores),
       r.ratio === null ? "" : `${r.ratio.toFixed(2)}x`,
       r.target,
