@@ -24,6 +24,7 @@ import { log } from "../src/log.js";
 import { weightSpecs } from "../src/model/llama.js";
 import { loadConfig } from "../src/model/load-config.js";
 import type { ModelConfig } from "../src/model/config.js";
+import { compileBench } from "./compile.js";
 import { DEFAULT_MODEL_DIR, DEFAULT_MODEL_SEED, ensureRandomModel } from "./make-random-model.js";
 import type { ForwardPlan, Phase, PhaseResult } from "./forward-plan.js";
 import {
@@ -56,6 +57,14 @@ interface Options {
 }
 
 const BLAS_PACKAGE = "libopenblas0-pthread";
+
+/** The compiled bench/ directory, set by main before any midpo process starts. */
+let compiled: string | null = null;
+
+function compiledBenchDir(): string {
+  if (compiled === null) throw new Error("the benchmark was not compiled");
+  return compiled;
+}
 
 function benchFile(name: string): string {
   return fileURLToPath(new URL(`./${name}`, import.meta.url));
@@ -195,7 +204,7 @@ function runPhase(
   let command: string;
   if (side === "midpo") {
     command = process.execPath;
-    args.unshift("--import", "tsx", benchFile("forward.ts"));
+    args.unshift(join(compiledBenchDir(), "forward.js"));
   } else {
     command = options.python;
     args.unshift(benchFile("forward_torch.py"));
@@ -352,6 +361,8 @@ function main(): void {
   const options = parseOptions();
   ensureRandomModel(options.modelDir, options.seed);
   const blasVersion = checkBlas(options.installBlas);
+  log.info("compiling the midpo side to JavaScript");
+  compiled = compileBench();
 
   const config = loadConfig(join(options.modelDir, "config.json"));
   const plan = makePlan(options, config);

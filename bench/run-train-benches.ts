@@ -26,6 +26,7 @@ import { Command, InvalidArgumentError } from "commander";
 import { log } from "../src/log.js";
 import { loadConfig } from "../src/model/load-config.js";
 import type { ModelConfig } from "../src/model/config.js";
+import { compileBench } from "./compile.js";
 import { DEFAULT_MODEL_DIR, DEFAULT_MODEL_SEED, ensureRandomModel } from "./make-random-model.js";
 import { loraParams, preferenceStepFlops, routerParamCount, scoreFlops } from "./train-flops.js";
 import { BLAS_PACKAGE, loadAverage, machineBusySeconds, machineInfo } from "./train-machine.js";
@@ -78,11 +79,15 @@ function benchFile(name: string): string {
   return fileURLToPath(new URL(`./${name}`, import.meta.url));
 }
 
+/** The measuring scripts, compiled by compileBench (see bench/compile.ts). */
 const MIDPO_FILES: Record<Bench, string> = {
-  "dpo-step": "dpo-step.ts",
-  score: "score.ts",
-  "router-step": "router-step.ts",
+  "dpo-step": "dpo-step.js",
+  score: "score.js",
+  "router-step": "router-step.js",
 };
+
+/** The compiled bench/ directory, set by main before any midpo process starts. */
+let compiled: string | null = null;
 const TORCH_FILES: Record<Bench, string> = {
   "dpo-step": "dpo_step_torch.py",
   score: "score_torch.py",
@@ -98,7 +103,8 @@ function runJob(job: Job, planPath: string, python: string): ChildRun {
   let command: string;
   if (job.side === "midpo") {
     command = process.execPath;
-    args.unshift("--import", "tsx", benchFile(MIDPO_FILES[job.bench]));
+    if (compiled === null) throw new Error("the benchmark was not compiled");
+    args.unshift(join(compiled, MIDPO_FILES[job.bench]));
   } else {
     command = python;
     args.unshift(benchFile(TORCH_FILES[job.bench]));
@@ -258,6 +264,8 @@ function collectWarnings(inputs: ReportInputs, benches: Bench[]): string[] {
 
 function main(): void {
   const options = parseOptions();
+  log.info("compiling the midpo side to JavaScript");
+  compiled = compileBench();
   ensureRandomModel(options.modelDir, options.seed);
   const config = loadConfig(join(options.modelDir, "config.json"));
   const cacheDir = join(options.modelDir, "..");

@@ -290,6 +290,21 @@ const CASES: Case[] = [
     build: ([a]) => op.reduceMean(a, [-1], true),
   },
   {
+    name: "ReduceLogSumExp last axis (softmax path)",
+    inputs: [{ declared: ["n", 3, 5], dims: [2, 3, 5], low: -3, high: 3 }],
+    build: ([a]) => op.reduceLogSumExp(a, [-1], false),
+  },
+  {
+    name: "ReduceLogSumExp last axis keepdims",
+    inputs: [{ declared: [2, 5], dims: [2, 5], low: -3, high: 3 }],
+    build: ([a]) => op.reduceLogSumExp(a, [1], true),
+  },
+  {
+    name: "ReduceLogSumExp inner axes",
+    inputs: [{ declared: [2, 3, 4], dims: [2, 3, 4], low: -3, high: 3 }],
+    build: ([a]) => op.reduceLogSumExp(a, [0, 1], false),
+  },
+  {
     name: "Softmax",
     inputs: [{ declared: [2, 5], dims: [2, 5] }],
     build: ([a]) => op.softmax(a, -1),

@@ -7,6 +7,7 @@ import { afterAll, describe, expect, it } from "vitest";
 import { generate } from "../src/generate/generate.js";
 import type { CausalLM } from "../src/model/causal-lm.js";
 import { loadCausalLM } from "../src/model/load.js";
+import { int64Tensor } from "../src/runtime/session.js";
 
 const FIXTURES = join(import.meta.dirname, "fixtures", "tiny");
 const CASES = [
@@ -53,11 +54,68 @@ describe.each(CASES)("%s", (name) => {
       ids.filter((_, t) => expected.padded_batch.attention_mask[r][t] === 1),
     );
     const batched = await model.tokenLogprobs(seqs);
+    // Three positions per lm_head run: chunks cross row boundaries.
+    const chunked = await model.tokenLogprobs(seqs, {
+      logitsChunkBytes: 3 * 4 * model.config.vocabSize,
+    });
     for (let i = 0; i < seqs.length; i++) {
+      expect(maxAbsDiff(chunked[i], expected.padded_batch.logprobs[i])).toBeLessThanOrEqual(1e-4);
       const alone = await model.tokenLogprobs([seqs[i]]);
       expect(maxAbsDiff(batched[i], expected.padded_batch.logprobs[i])).toBeLessThanOrEqual(1e-4);
       expect(maxAbsDiff(batched[i], alone[0])).toBeLessThanOrEqual(1e-5);
     }
+  });
+
+  it("greedy continuation is unchanged when a reused cache holds an earlier call's entries", async () => {
+    const { prompt, new_tokens, max_new_tokens } = expected.greedy;
+    const options = {
+      maxNewTokens: max_new_tokens,
+      seed: 0,
+      eosTokenIds: [],
+      temperature: 0,
+      topK: 0,
+      topP: 1,
+      repetitionPenalty: 1,
+    };
+    // A larger call first, with different tokens, leaves its buffer to the next call.
+    const other = prompt.map((id) => (id + 1) % model.config.vocabSize);
+    await generate(model, [other, other, other], { ...options, maxNewTokens: max_new_tokens + 3 });
+    const [out] = await generate(model, [prompt], options);
+    expect(out.tokens).toEqual(new_tokens);
+  });
+
+  it("log-probs at chosen positions match PyTorch's at those positions", async () => {
+    // The right-padded fixture batch, asking each row for positions out of order, with a
+    // repeat; rows too short to predict anything ask for position 0 of a padding target.
+    const { input_ids, attention_mask, logprobs } = expected.padded_batch;
+    const rows = input_ids.length;
+    const width = input_ids[0].length;
+    const wanted = logprobs.map((lp) =>
+      lp.length === 0 ? [0, 0, 0] : [lp.length - 1, 0, Math.floor(lp.length / 2), 0],
+    );
+    const picked = Math.max(...wanted.map((w) => w.length));
+    const positions = wanted.map((w) => [...w, ...new Array<number>(picked - w.length).fill(0)]);
+    const session = await model.llamaSession({ output: "position-logprobs" });
+    const out = await session.run({
+      input_ids: int64Tensor(input_ids.flat(), [rows, width]),
+      attention_mask: int64Tensor(attention_mask.flat(), [rows, width]),
+      position_ids: int64Tensor(
+        input_ids.flatMap((ids) => ids.map((_, t) => t)),
+        [rows, width],
+      ),
+      logit_positions: int64Tensor(positions.flat(), [rows, picked]),
+    });
+    expect(out.token_logprobs.dims).toEqual([rows, picked]);
+    const got = out.token_logprobs.data as Float32Array;
+    wanted.forEach((w, r) => {
+      if (logprobs[r].length === 0) return;
+      w.forEach((t, j) => {
+        expect(
+          Math.abs(got[r * picked + j] - logprobs[r][t]),
+          `row ${r} position ${t}`,
+        ).toBeLessThanOrEqual(1e-4);
+      });
+    });
   });
 
   it("greedy continuation equals PyTorch's", async () => {

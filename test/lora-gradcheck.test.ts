@@ -5,10 +5,10 @@ import { join } from "node:path";
 import { describe, expect, it } from "vitest";
 import { Rng } from "../src/generate/sampling.js";
 import { loadCausalLM } from "../src/model/load.js";
-import { Session, int64Tensor, tensor, type Feeds } from "../src/runtime/session.js";
+import { Session, tensor, type Feeds } from "../src/runtime/session.js";
 import { loraLinear } from "../src/train/lora-graph.js";
 import { collatePairs } from "../src/train/preference-batch.js";
-import { buildPreferenceGraph } from "../src/train/preference-step.js";
+import { batchFeeds, buildPreferenceGraph } from "../src/train/preference-step.js";
 
 const MODEL = join(import.meta.dirname, "fixtures", "tiny", "llama-gqa");
 
@@ -59,13 +59,7 @@ describe("tiny Llama with LoRA", () => {
     ]);
     const feedsOf = (): Feeds => {
       const feeds: Feeds = {
-        input_ids: int64Tensor(batch.inputIds, [batch.rows, batch.width]),
-        attention_mask: int64Tensor(batch.attentionMask, [batch.rows, batch.width]),
-        position_ids: int64Tensor(batch.positionIds, [batch.rows, batch.width]),
-        response_mask: tensor("float64", Float64Array.from(batch.responseMask), [
-          batch.rows,
-          batch.width - 1,
-        ]),
+        ...batchFeeds(batch, "float64"),
         ref_logps: tensor("float64", Float64Array.from([-9, -8, -7, -12]), [batch.rows]),
         margins: tensor("float64", Float64Array.from(batch.margins), [batch.pairs]),
       };

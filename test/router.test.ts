@@ -17,7 +17,7 @@ import { ValueCache } from "../src/train/cache.js";
 import { referenceLogps, trainDpo } from "../src/train/dpo.js";
 import { createLoraConfig } from "../src/train/lora.js";
 import { collatePairs, type TokenizedPair } from "../src/train/preference-batch.js";
-import { buildPreferenceGraph } from "../src/train/preference-step.js";
+import { batchFeeds, buildPreferenceGraph } from "../src/train/preference-step.js";
 import { TINY_MODEL, trainerOptions } from "./helpers/synthetic-dpo.js";
 
 const work = mkdtempSync(join(tmpdir(), "midpo-router-"));
@@ -110,13 +110,7 @@ describe("router gradients", () => {
     ]);
     const feeds = (): Feeds => {
       const f: Feeds = {
-        input_ids: int64Tensor(batch.inputIds, [batch.rows, batch.width]),
-        attention_mask: int64Tensor(batch.attentionMask, [batch.rows, batch.width]),
-        position_ids: int64Tensor(batch.positionIds, [batch.rows, batch.width]),
-        response_mask: tensor("float64", Float64Array.from(batch.responseMask), [
-          batch.rows,
-          batch.width - 1,
-        ]),
+        ...batchFeeds(batch, "float64"),
         ref_logps: tensor("float64", Float64Array.from([-9, -8, -7, -12]), [batch.rows]),
         margins: tensor("float64", new Float64Array(batch.pairs), [batch.pairs]),
       };

@@ -5,7 +5,7 @@
 // feeds the filled prefix as a view (no copy) and appends the step's new entries.
 
 import type { CausalLM } from "../model/causal-lm.js";
-import { int64Tensor, tensor, type Feeds } from "../runtime/session.js";
+import { int64Tensor, tensor, type Feeds, type Session } from "../runtime/session.js";
 import { Rng, sampleToken, type SamplingOptions } from "./sampling.js";
 
 export interface GenerateOptions extends SamplingOptions {
@@ -48,6 +48,13 @@ interface RowState {
   text?: string;
 }
 
+/**
+ * One idle cache buffer per model, reused by the next generate() call that fits in it. A
+ * fresh buffer per call would leave the previous one to the garbage collector, which frees
+ * large buffers late: back-to-back calls then held two caches at once.
+ */
+const idleStorage = new WeakMap<CausalLM, Float32Array>();
+
 class KvCache {
   readonly keys: Float32Array[];
   readonly values: Float32Array[];
@@ -56,6 +63,7 @@ class KvCache {
   length = 0;
 
   constructor(
+    readonly storage: Float32Array,
     layers: number,
     capacity: number,
     readonly batch: number,
@@ -63,8 +71,28 @@ class KvCache {
     readonly headDim: number,
   ) {
     this.stride = batch * kvHeads * headDim;
-    this.keys = Array.from({ length: layers }, () => new Float32Array(capacity * this.stride));
-    this.values = Array.from({ length: layers }, () => new Float32Array(capacity * this.stride));
+    const part = capacity * this.stride;
+    const at = (i: number) => storage.subarray(i * part, (i + 1) * part);
+    this.keys = Array.from({ length: layers }, (_, l) => at(2 * l));
+    this.values = Array.from({ length: layers }, (_, l) => at(2 * l + 1));
+  }
+
+  /** Takes the model's idle buffer when it is large enough, else allocates one. */
+  static open(model: CausalLM, capacity: number, batch: number): KvCache {
+    const c = model.config;
+    const floats = 2 * c.numHiddenLayers * capacity * batch * c.numKeyValueHeads * c.headDim;
+    let storage = idleStorage.get(model);
+    if (storage !== undefined && storage.length >= floats) idleStorage.delete(model);
+    else storage = new Float32Array(floats);
+    return new KvCache(storage, c.numHiddenLayers, capacity, batch, c.numKeyValueHeads, c.headDim);
+  }
+
+  /** Leaves the buffer for the next call, unless the model already keeps a larger one. */
+  close(model: CausalLM): void {
+    const idle = idleStorage.get(model);
+    if (idle === undefined || idle.length < this.storage.length) {
+      idleStorage.set(model, this.storage);
+    }
   }
 
   feeds(): Feeds {
@@ -109,9 +137,7 @@ export async function generate(
   prompts: number[][],
   options: GenerateOptions,
 ): Promise<Generation[]> {
-  const c = model.config;
-  const batch = prompts.length;
-  if (batch === 0) return [];
+  if (prompts.length === 0) return [];
   for (const p of prompts) {
     if (p.length === 0) throw new Error("generate: a prompt has no tokens; it needs at least BOS");
   }
@@ -120,13 +146,23 @@ export async function generate(
   model.checkLength(promptLength + options.maxNewTokens, "prompt plus max new tokens");
 
   const session = await model.llamaSession({ output: "last-logits", kvCache: true });
-  const cache = new KvCache(
-    c.numHiddenLayers,
-    promptLength + options.maxNewTokens,
-    batch,
-    c.numKeyValueHeads,
-    c.headDim,
-  );
+  const cache = KvCache.open(model, promptLength + options.maxNewTokens, prompts.length);
+  try {
+    return await decode(session, cache, prompts, options);
+  } finally {
+    cache.close(model);
+  }
+}
+
+/** The steps of generate(): the prompt step, then one token per row per step. */
+async function decode(
+  session: Session,
+  cache: KvCache,
+  prompts: number[][],
+  options: GenerateOptions,
+): Promise<Generation[]> {
+  const batch = prompts.length;
+  const promptLength = Math.max(...prompts.map((p) => p.length));
   const rng = new Rng(options.seed);
   const pad = options.padTokenId ?? 0;
   const eos = new Set(options.eosTokenIds);
@@ -171,7 +207,8 @@ export async function generate(
         next.push(pad);
         return;
       }
-      const rowLogits = logits.slice(r * vocab, (r + 1) * vocab);
+      // A view: sampling may change the logits in place, and they are not read again.
+      const rowLogits = logits.subarray(r * vocab, (r + 1) * vocab);
       const id = sampleToken(rowLogits, row.seen, options, rng);
       next.push(id);
       if (eos.has(id)) {

@@ -4,10 +4,11 @@
 
 import { MidpoError } from "../errors.js";
 import type { Graph } from "../graph/graph.js";
-import { Session, int64Tensor, weightFeeds } from "../runtime/session.js";
+import { Session, int64Tensor, tensor, weightFeeds } from "../runtime/session.js";
 import type { ModelConfig } from "./config.js";
 import {
   buildLlamaGraph,
+  buildLogprobHeadGraph,
   weightSpecs,
   type LinearOverride,
   type LlamaGraphOptions,
@@ -18,7 +19,17 @@ export type WeightMap = Map<string, Float32Array>;
 export interface LogprobsOptions {
   /** Longest padded batch, in tokens (rows x padded length). */
   maxBatchTokens?: number;
+  /** Most logits held at once, in bytes; see LOGITS_CHUNK_BYTES. */
+  logitsChunkBytes?: number;
 }
+
+/**
+ * Most logits held at once by tokenLogprobs, in bytes. A batch's decoder pass ends at the
+ * hidden states; the lm_head then runs over a slice of positions at a time, so that a
+ * [rows, length, vocab] block of logits (191 MiB for 4 x 255 positions of a 49152-token
+ * vocabulary) never exists whole.
+ */
+const LOGITS_CHUNK_BYTES = 32 * 1024 * 1024;
 
 export class CausalLM {
   private readonly sessions = new Map<string, Promise<Session>>();
@@ -87,7 +98,7 @@ export class CausalLM {
    */
   async tokenLogprobs(sequences: number[][], options: LogprobsOptions = {}): Promise<number[][]> {
     const maxBatchTokens = options.maxBatchTokens ?? 4096;
-    const session = await this.llamaSession({ output: "token-logprobs" });
+    const session = await this.llamaSession({ output: "hidden" });
     const order = sequences
       .map((_, i) => i)
       .sort((a, b) => sequences[b].length - sequences[a].length);
@@ -102,6 +113,7 @@ export class CausalLM {
       const out = await this.runLogprobsBatch(
         session,
         batch.map((i) => sequences[i]),
+        options.logitsChunkBytes ?? LOGITS_CHUNK_BYTES,
       );
       batch.forEach((i, r) => {
         results[i] = out[r];
@@ -110,7 +122,11 @@ export class CausalLM {
     return results;
   }
 
-  private async runLogprobsBatch(session: Session, seqs: number[][]): Promise<number[][]> {
+  private async runLogprobsBatch(
+    session: Session,
+    seqs: number[][],
+    chunkBytes: number,
+  ): Promise<number[][]> {
     const width = Math.max(...seqs.map((s) => s.length));
     if (width < 2) return seqs.map(() => []);
     const n = seqs.length;
@@ -131,10 +147,53 @@ export class CausalLM {
       attention_mask: int64Tensor(mask, [n, width]),
       position_ids: int64Tensor(positions, [n, width]),
     });
-    const lp = out.token_logprobs.data as Float32Array;
-    return seqs.map((s, r) =>
-      Array.from(lp.subarray(r * (width - 1), r * (width - 1) + s.length - 1)),
-    );
+    const hidden = out.hidden.data as Float32Array; // [n, width, H]
+
+    // Position t of row r predicts token t + 1; only real targets are scored.
+    const rows: number[] = [];
+    const targets: number[] = [];
+    seqs.forEach((s, r) => {
+      for (let t = 0; t + 1 < s.length; t++) {
+        rows.push(r * width + t);
+        targets.push(s[t + 1]);
+      }
+    });
+    const logprobs = await this.headLogprobs(hidden, rows, targets, chunkBytes);
+    const results: number[][] = [];
+    let at = 0;
+    for (const s of seqs) {
+      const count = Math.max(0, s.length - 1);
+      results.push(Array.from(logprobs.subarray(at, at + count)));
+      at += count;
+    }
+    return results;
+  }
+
+  /** log p(targets[i]) from the final-normed hidden state at flat position rows[i]. */
+  private async headLogprobs(
+    hidden: Float32Array,
+    rows: number[],
+    targets: number[],
+    chunkBytes: number,
+  ): Promise<Float32Array> {
+    const h = this.config.hiddenSize;
+    const session = await this.session("logprob-head", () => buildLogprobHeadGraph(this.config));
+    const chunk = Math.max(1, Math.floor(chunkBytes / (4 * this.config.vocabSize)));
+    const result = new Float32Array(rows.length);
+    for (let start = 0; start < rows.length; start += chunk) {
+      const count = Math.min(chunk, rows.length - start);
+      const states = new Float32Array(count * h);
+      for (let i = 0; i < count; i++) {
+        const row = rows[start + i];
+        states.set(hidden.subarray(row * h, (row + 1) * h), i * h);
+      }
+      const out = await session.run({
+        hidden: tensor("float32", states, [count, h]),
+        targets: int64Tensor(targets.slice(start, start + count), [count]),
+      });
+      result.set(out.token_logprobs.data as Float32Array, start);
+    }
+    return result;
   }
 
   /** Rejects token ids outside the embedding table, which ORT would not catch. */

@@ -22,6 +22,13 @@ export type LlamaOutput =
   | "last-logits"
   /** log p(input_ids[t] | input_ids[<t]) for t = 1..seq-1, [batch, seq - 1]. */
   | "token-logprobs"
+  /**
+   * The same at chosen positions only: input `logit_positions` [batch, picked] lists, per
+   * row, positions t (0..seq-2) whose next token's log-probability is wanted, and output
+   * `token_logprobs` [batch, picked] holds log p(input_ids[t + 1] | input_ids[<=t]). Training
+   * steps pass the response positions, so the lm_head never runs over prompt or padding.
+   */
+  | "position-logprobs"
   /** The final-normed hidden states, [batch, seq, hidden]. */
   | "hidden";
 
@@ -33,6 +40,12 @@ export interface LlamaGraphOptions {
   dtype?: "float32" | "float64";
   /** Replaces the default linear layer of chosen modules (LoRA, routers). */
   linear?: LinearOverride;
+  /**
+   * The graph will be differentiated. RMSNorm then squares with Mul instead of Pow: ORT
+   * fuses the Pow pattern into one kernel, but not in a training graph, whose backward pass
+   * reads the intermediate values, and there an unfused Pow runs about 12 times slower than Mul.
+   */
+  forGradients?: boolean;
 }
 
 /**
@@ -121,9 +134,13 @@ class LlamaBuilder {
     return this.options.linear ? this.options.linear(name, x, base) : base(x);
   }
 
-  /** x / sqrt(mean(x^2) + eps) * w, written in the pattern that ORT fuses into one kernel. */
+  /**
+   * x / sqrt(mean(x^2) + eps) * w, in inference graphs written in the pattern that ORT fuses
+   * into one kernel (see `forGradients`).
+   */
   rmsNorm(x: Tensor, weightName: string): Tensor {
-    const meanSquare = op.reduceMean(op.pow(x, this.scalar(2)), [-1], true);
+    const square = this.options.forGradients ? op.mul(x, x) : op.pow(x, this.scalar(2));
+    const meanSquare = op.reduceMean(square, [-1], true);
     const rms = op.sqrt(op.add(meanSquare, this.scalar(this.c.rmsNormEps)));
     return op.mul(op.div(x, rms), this.weight(weightName));
   }
@@ -148,20 +165,41 @@ class LlamaBuilder {
     };
   }
 
-  /** x * cos + rotate_half(x) * sin, where rotate_half(x) = [-x2, x1] over the head dim. */
+  /**
+   * x * cos + rotate_half(x) * sin, where rotate_half(x) = [-x2, x1] over the head dim is the
+   * product with a constant signed permutation matrix: one small MatMul forward and one
+   * backward, where slicing, negating and concatenating the halves took seven kernels over
+   * both passes and measured about three times slower.
+   */
   applyRotary(x: Tensor, cos: Tensor, sin: Tensor): Tensor {
-    const half = this.c.headDim / 2;
-    const x1 = op.slice(x, [-1], [0], [half]);
-    const x2 = op.slice(x, [-1], [half], [this.c.headDim]);
-    const rotated = op.concat([op.neg(x2), x1], -1);
-    return op.add(op.mul(x, cos), op.mul(rotated, sin));
+    return op.add(op.mul(x, cos), op.mul(op.matmul(x, this.rotateHalfMatrix()), sin));
+  }
+
+  private rotateHalf: Tensor | null = null;
+
+  /** R [D, D] with (x R)[j] = -x[j + D/2] for j < D/2 and x[j - D/2] otherwise. */
+  private rotateHalfMatrix(): Tensor {
+    if (this.rotateHalf === null) {
+      const d = this.c.headDim;
+      const half = d / 2;
+      const r = new Array<number>(d * d).fill(0);
+      for (let j = 0; j < half; j++) {
+        r[(j + half) * d + j] = -1;
+        r[j * d + j + half] = 1;
+      }
+      this.rotateHalf = op.constant(this.g, this.dtype, [d, d], r);
+    }
+    return this.rotateHalf;
   }
 
   /**
-   * The additive-free attention mask: true where query s may attend to key t, i.e. t is not
-   * padding and t <= past + s. Shape [batch, 1, 1, seq, total] to broadcast over heads.
+   * The additive attention mask: 0 where query s may attend to key t, i.e. t is not padding
+   * and t <= past + s, and -1e30 elsewhere. Shape [batch, kv_heads, groups, seq, total]. A large negative number instead of -inf keeps rows with no visible key (left
+   * padding) finite: they become uniform and are ignored downstream. Adding a bias costs one
+   * broadcast Add per layer and passes gradients through unchanged, where a Where on the
+   * scores measured about 12 times slower forward and needs a second Where backward.
    */
-  attentionMask(inputIds: Tensor, attentionMask: Tensor): Tensor {
+  attentionBias(inputIds: Tensor, attentionMask: Tensor): Tensor {
     const g = this.g;
     const toScalar = (t: Tensor) => op.reshape(t, []);
     const seq = toScalar(op.shapeOf(inputIds, 1, 2));
@@ -174,14 +212,31 @@ class LlamaBuilder {
     const keyIdx = op.unsqueeze(op.range(zero, total, one), [0]); // [1, T]
     const causal = op.lessOrEqual(keyIdx, queryIdx); // [S, T]
     const notPad = op.unsqueeze(op.cast(attentionMask, "bool"), [1, 2, 3]); // [B, 1, 1, 1, T]
-    return op.and(notPad, causal);
+    const bias = op.where(op.and(notPad, causal), this.scalar(0), this.scalar(-1e30));
+    // Expanded once over the query heads, so that every layer adds two tensors of one shape:
+    // ORT's Add broadcasting over the middle axes ran about 10 times slower.
+    const c = this.c;
+    const heads = op.int64s(g, [
+      1,
+      c.numKeyValueHeads,
+      c.numAttentionHeads / c.numKeyValueHeads,
+      1,
+      1,
+    ]);
+    return op.expand(bias, heads, [
+      "batch",
+      c.numKeyValueHeads,
+      c.numAttentionHeads / c.numKeyValueHeads,
+      "seq",
+      "total",
+    ]);
   }
 
   attention(
     layer: number,
     x: Tensor,
     rope: { cos: Tensor; sin: Tensor },
-    mask: Tensor,
+    bias: Tensor,
     cacheOut: Tensor[],
   ): Tensor {
     const c = this.c;
@@ -216,10 +271,7 @@ class LlamaBuilder {
     const kg = op.unsqueeze(k, [2]); // [B, KV, 1, T, D]
     const vg = op.unsqueeze(v, [2]);
     const scores = op.matmulTransB(qg, kg); // [B, KV, G, S, T]
-    // A large negative fill instead of -inf keeps rows with no visible key (left padding)
-    // finite: they become uniform and are ignored downstream.
-    const masked = op.where(mask, scores, this.scalar(-1e30));
-    const probs = op.softmax(masked, -1);
+    const probs = op.softmax(op.add(scores, bias), -1);
     const ctx = op.matmul(probs, vg); // [B, KV, G, S, D]
     const merged = op.reshape(op.transpose(op.reshape(ctx, [0, heads, -1, d]), [0, 2, 1, 3]), [
       0,
@@ -245,7 +297,7 @@ class LlamaBuilder {
     const positionIds = g.input("position_ids", "int64", ["batch", "seq"]);
 
     const rope = this.rotaryTables(positionIds);
-    const mask = this.attentionMask(inputIds, attentionMask);
+    const bias = this.attentionBias(inputIds, attentionMask);
     const cacheOut: Tensor[] = [];
 
     let x = op.gather(this.weight("model.embed_tokens.weight"), inputIds, 0); // [B, S, H]
@@ -254,7 +306,7 @@ class LlamaBuilder {
         i,
         this.rmsNorm(x, `model.layers.${i}.input_layernorm.weight`),
         rope,
-        mask,
+        bias,
         cacheOut,
       );
       x = op.add(x, attn);
@@ -272,9 +324,18 @@ class LlamaBuilder {
     return g;
   }
 
+  private lmHeadWeight(): Tensor {
+    return this.weight(this.c.tieWordEmbeddings ? "model.embed_tokens.weight" : "lm_head.weight");
+  }
+
   private lmHead(h: Tensor): Tensor {
-    const name = this.c.tieWordEmbeddings ? "model.embed_tokens.weight" : "lm_head.weight";
-    return op.matmulTransB(h, this.weight(name));
+    return op.matmulTransB(h, this.lmHeadWeight());
+  }
+
+  /** log p(target) for hidden states [..., H] before the final norm and target ids [...]. */
+  private logprobHead(hidden: Tensor, targets: Tensor): Tensor {
+    const normed = this.rmsNorm(hidden, "model.norm.weight");
+    return logprobsOfTargets(normed, targets, this.lmHeadWeight());
   }
 
   private addOutputs(x: Tensor, inputIds: Tensor): void {
@@ -292,20 +353,59 @@ class LlamaBuilder {
         return;
       }
       case "token-logprobs": {
-        // log p(target) = logit[target] - logsumexp(logits): one gathered value and one
-        // reduction per position, instead of writing a whole [B, S-1, V] log-softmax.
         // Positions 0..S-2 predict tokens 1..S-1; cutting the hidden states before the lm_head
         // avoids copying the largest tensor of the model.
         const hidden = op.slice(x, [1], [0], [-1]); // [B, S-1, H]
-        const logits = this.lmHead(this.rmsNorm(hidden, "model.norm.weight")); // [B, S-1, V]
-        const targets = op.unsqueeze(op.slice(inputIds, [1], [1], [2 ** 62]), [2]); // [B, S-1, 1]
-        const picked = op.gatherElements(logits, targets, 2); // [B, S-1, 1]
-        const logprobs = op.sub(picked, op.reduceLogSumExp(logits, [-1], true));
-        g.output("token_logprobs", op.squeeze(logprobs, [2]));
+        const targets = op.slice(inputIds, [1], [1], [2 ** 62]); // [B, S-1]
+        g.output("token_logprobs", this.logprobHead(hidden, targets));
+        return;
+      }
+      case "position-logprobs": {
+        const positions = g.input("logit_positions", "int64", ["batch", "picked"]);
+        // Row b's position t is row b * S + t of the flattened [B * S, H] hidden states.
+        const seq = op.shapeOf(inputIds, 1, 2); // [1]
+        const rows = op.shapeOf(inputIds, 0, 1);
+        const zero = op.scalar(g, 0, "int64");
+        const one = op.scalar(g, 1, "int64");
+        const rowStarts = op.mul(op.range(zero, op.reshape(rows, []), one), seq); // [B]
+        const flat = op.add(positions, op.unsqueeze(rowStarts, [1])); // [B, P]
+        const hidden = op.gather(op.reshape(x, [-1, this.c.hiddenSize]), flat, 0); // [B, P, H]
+        const targets = op.gather(op.reshape(inputIds, [-1]), op.add(flat, one), 0); // [B, P]
+        g.output("token_logprobs", this.logprobHead(hidden, targets));
         return;
       }
     }
   }
+}
+
+/**
+ * log p(target) = logit[target] - logsumexp(logits) for final-normed hidden states [..., H],
+ * target ids [...] and the lm_head weight [V, H]. Only the logsumexp needs the whole row of
+ * logits. The target's logit is the dot product of the hidden state with the target's
+ * lm_head row, so its gradient is a small gather, where picking it out of the logits would
+ * need a zero-filled scatter as large as the logits.
+ */
+function logprobsOfTargets(normed: Tensor, targets: Tensor, lmHead: Tensor): Tensor {
+  const targetRows = op.gather(lmHead, targets, 0); // [..., H]
+  const picked = op.reduceSum(op.mul(normed, targetRows), [-1], false);
+  const logits = op.matmulTransB(normed, lmHead); // [..., V]
+  return op.sub(picked, op.reduceLogSumExp(logits, [-1], false));
+}
+
+/**
+ * The lm_head and log-probabilities alone, for final-normed hidden states computed by a
+ * "hidden" decoder graph. Inputs: `hidden` [n, hidden], `targets` [n] (int64), the lm_head
+ * weight by checkpoint name (`model.embed_tokens.weight` when tied). Output: `token_logprobs`
+ * [n]. Running it over a few positions at a time bounds the logits held at once.
+ */
+export function buildLogprobHeadGraph(config: ModelConfig): Graph {
+  const g = new Graph("logprob-head");
+  const name = config.tieWordEmbeddings ? "model.embed_tokens.weight" : "lm_head.weight";
+  const lmHead = g.input(name, "float32", [config.vocabSize, config.hiddenSize]);
+  const hidden = g.input("hidden", "float32", ["n", config.hiddenSize]);
+  const targets = g.input("targets", "int64", ["n"]);
+  g.output("token_logprobs", logprobsOfTargets(hidden, targets, lmHead));
+  return g;
 }
 
 /** Builds the decoder graph for `config`. Inputs: input_ids, attention_mask, position_ids

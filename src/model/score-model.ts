@@ -121,8 +121,9 @@ export function buildScoreGraph(
   config: ModelConfig,
   linear?: LinearOverride,
   dtype: "float32" | "float64" = "float32",
+  forGradients = false,
 ): { graph: Graph; scores: Tensor; head: Tensor } {
-  const g = buildLlamaGraph(config, { output: "hidden", dtype, linear });
+  const g = buildLlamaGraph(config, { output: "hidden", dtype, linear, forGradients });
   const hidden = g.outputs.find((t) => t.name === "hidden")!;
   const lastMask = g.input("last_token_mask", dtype, ["batch", "seq"]);
   const end = op.reduceSum(op.mul(hidden, op.unsqueeze(lastMask, [2])), [1], false); // [B, H]

@@ -19,6 +19,15 @@ export interface CollatedPairs {
   positionIds: BigInt64Array;
   /** [rows, width - 1]: 1 where target token t + 1 belongs to the response (EOS included). */
   responseMask: Float32Array;
+  /** Longest response in the batch, in tokens: the width of the two arrays below. */
+  picked: number;
+  /**
+   * [rows, picked]: the positions t whose next token t + 1 is a response token, in order,
+   * then position 0 as filler. The step graph runs the lm_head at these positions only.
+   */
+  logitPositions: BigInt64Array;
+  /** [rows, picked]: 1 on real entries of `logitPositions`, 0 on filler. */
+  pickedMask: Float32Array;
   margins: Float32Array;
 }
 
@@ -34,6 +43,9 @@ export function collatePairs(batch: readonly TokenizedPair[], padId = 0): Collat
   const attentionMask = new BigInt64Array(rows * width);
   const positionIds = new BigInt64Array(rows * width);
   const responseMask = new Float32Array(rows * (width - 1));
+  const picked = Math.max(1, ...sequences.map((s) => s.ids.length - s.prompt));
+  const logitPositions = new BigInt64Array(rows * picked);
+  const pickedMask = new Float32Array(rows * picked);
 
   sequences.forEach((s, r) => {
     for (let t = 0; t < width; t++) {
@@ -46,6 +58,10 @@ export function collatePairs(batch: readonly TokenizedPair[], padId = 0): Collat
         responseMask[r * (width - 1) + t] = 1;
       }
     }
+    for (let j = 0; j < s.ids.length - s.prompt; j++) {
+      logitPositions[r * picked + j] = BigInt(s.prompt - 1 + j);
+      pickedMask[r * picked + j] = 1;
+    }
   });
 
   return {
@@ -56,6 +72,9 @@ export function collatePairs(batch: readonly TokenizedPair[], padId = 0): Collat
     attentionMask,
     positionIds,
     responseMask,
+    picked,
+    logitPositions,
+    pickedMask,
     margins: Float32Array.from(batch, (p) => p.margin),
   };
 }

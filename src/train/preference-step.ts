@@ -22,8 +22,9 @@ export interface PreferenceGraph {
 /**
  * Builds the step graph. `linear` adds the trainable branches (LoRA, router) and
  * `trainableParams` returns their input tensors once the model is built.
- * Inputs besides the model's: `response_mask` [rows, seq-1], `ref_logps` [rows],
- * `margins` [pairs]. Outputs: `loss`, `logps` [rows], and `grad.<name>` per parameter.
+ * Inputs besides the model's: `logit_positions` and `response_mask` [rows, picked] (see
+ * `batchFeeds`), `ref_logps` [rows], `margins` [pairs]. Outputs: `loss`, `logps` [rows], and
+ * `grad.<name>` per parameter.
  */
 export function buildPreferenceGraph(
   config: ModelConfig,
@@ -33,9 +34,16 @@ export function buildPreferenceGraph(
   dtype: "float32" | "float64" = "float32",
   extraLoss?: (g: Graph) => Tensor | null,
 ): PreferenceGraph {
-  const g = buildLlamaGraph(config, { output: "token-logprobs", dtype, linear });
+  // The lm_head runs at response positions only: in a DPO step over prompts as long as their
+  // responses, that halves its forward and backward work, about a fifth of the step.
+  const g = buildLlamaGraph(config, {
+    output: "position-logprobs",
+    dtype,
+    linear,
+    forGradients: true,
+  });
   const tokenLogprobs = g.outputs.find((t) => t.name === "token_logprobs")!;
-  const responseMask = g.input("response_mask", dtype, ["batch", "targets"]);
+  const responseMask = g.input("response_mask", dtype, ["batch", "picked"]);
   const refLogps = g.input("ref_logps", dtype, ["batch"]);
   const margins = g.input("margins", dtype, ["pairs"]);
 
@@ -60,6 +68,19 @@ export function buildPreferenceGraph(
   g.output("logps", logps);
   names.forEach((n) => g.output(`grad.${n}`, grads.get(params.get(n)!)!));
   return { graph: g, trainable: names };
+}
+
+/** The token inputs of a step graph for a collated batch, response mask in `dtype`. */
+export function batchFeeds(batch: CollatedPairs, dtype: "float32" | "float64" = "float32"): Feeds {
+  const { rows, width, picked } = batch;
+  const mask = dtype === "float32" ? batch.pickedMask : Float64Array.from(batch.pickedMask);
+  return {
+    input_ids: int64Tensor(batch.inputIds, [rows, width]),
+    attention_mask: int64Tensor(batch.attentionMask, [rows, width]),
+    position_ids: int64Tensor(batch.positionIds, [rows, width]),
+    logit_positions: int64Tensor(batch.logitPositions, [rows, picked]),
+    response_mask: tensor(dtype, mask, [rows, picked]),
+  };
 }
 
 export interface StepResult {
@@ -91,10 +112,7 @@ export class PreferenceStep {
   ): Promise<StepResult> {
     const feeds: Feeds = {
       ...extraFeeds,
-      input_ids: int64Tensor(batch.inputIds, [batch.rows, batch.width]),
-      attention_mask: int64Tensor(batch.attentionMask, [batch.rows, batch.width]),
-      position_ids: int64Tensor(batch.positionIds, [batch.rows, batch.width]),
-      response_mask: tensor("float32", batch.responseMask, [batch.rows, batch.width - 1]),
+      ...batchFeeds(batch),
       ref_logps: tensor("float32", refLogps, [batch.rows]),
       margins: tensor("float32", batch.margins, [batch.pairs]),
     };

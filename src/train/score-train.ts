@@ -175,7 +175,7 @@ export async function trainScoreModel(
     }
   }
 
-  const { graph, scores } = buildScoreGraph(config, linear);
+  const { graph, scores } = buildScoreGraph(config, linear, "float32", true);
   const signs = graph.input("safety_sign", "float32", ["batch"]);
   const loss = scoreLoss(options.kind, scores, signs, options.regularization);
   const inputsByName = new Map(graph.inputs.map((t) => [t.name, t]));

@@ -103,7 +103,7 @@ export async function trainSft(
     }
   }
 
-  const g = buildLlamaGraph(config, { output: "token-logprobs", linear });
+  const g = buildLlamaGraph(config, { output: "token-logprobs", linear, forGradients: true });
   const tokenLogprobs = g.outputs.find((t) => t.name === "token_logprobs")!;
   const targetMask = g.input("target_mask", "float32", ["batch", "targets"]);
   const total = op.reduceSum(op.mul(tokenLogprobs, targetMask), [0, 1], false);

@@ -44,6 +44,14 @@ export const reduceRules: Record<string, GradRule> = {
   // d logsumexp(x) = softmax(x) dy = exp(x - y) dy, with y broadcast over the reduced axes.
   ReduceLogSumExp: ({ node, dOutputs: [dy] }) => {
     const x = node.inputs[0] as Tensor;
+    const axes = reducedAxes(node);
+    // Over the last axis alone, exp(x - y) is softmax(x): one kernel instead of a subtraction
+    // and an exponential over the whole input (the logits, in a log-prob head), and dy
+    // broadcasts in the product without being expanded first.
+    if (axes.length === 1 && axes[0] === x.rank - 1) {
+      const d = keepsDims(node) ? dy! : op.unsqueeze(dy!, axes);
+      return [op.mul(op.softmax(x, -1), d), null];
+    }
     const y = node.outputs[0];
     const yKept = keepsDims(node) ? y : op.unsqueeze(y, reducedAxes(node));
     return [op.mul(op.exp(op.sub(x, yKept)), spread(node, dy!)), null];
