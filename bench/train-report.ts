@@ -155,7 +155,8 @@ interface Sources {
 
 /** Threads and other processes' load of a row's processes, for the table. */
 function processFacts(inputs: ReportInputs, sources: Sources) {
-  const load = (r: TrainBenchResult) => inputs.runs.find((run) => run.result === r)!.other_cpu_cores;
+  const load = (r: TrainBenchResult) =>
+    inputs.runs.find((run) => run.result === r)!.other_cpu_cores;
   const { midpo, pytorch } = sources;
   return {
     threads: { midpo: midpo.threads, pytorch: pytorch?.threads ?? null },
