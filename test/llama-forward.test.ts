@@ -54,12 +54,23 @@ describe.each(CASES)("%s", (name) => {
       ids.filter((_, t) => expected.padded_batch.attention_mask[r][t] === 1),
     );
     const batched = await model.tokenLogprobs(seqs);
-    // Three positions per lm_head run: chunks cross row boundaries.
-    const chunked = await model.tokenLogprobs(seqs, {
-      logitsChunkBytes: 3 * 4 * model.config.vocabSize,
+    // The same log-probs with the vocabulary's logsumexp taken over slices of 7 rows.
+    const session = await model.llamaSession({ output: "token-logprobs", vocabSliceRows: 7 });
+    const { input_ids, attention_mask } = expected.padded_batch;
+    const [rows, width] = [input_ids.length, input_ids[0].length];
+    const sliced = await session.run({
+      input_ids: int64Tensor(input_ids.flat(), [rows, width]),
+      attention_mask: int64Tensor(attention_mask.flat(), [rows, width]),
+      position_ids: int64Tensor(
+        input_ids.flatMap((ids) => ids.map((_, t) => t)),
+        [rows, width],
+      ),
     });
+    const slicedData = sliced.token_logprobs.data as Float32Array;
     for (let i = 0; i < seqs.length; i++) {
-      expect(maxAbsDiff(chunked[i], expected.padded_batch.logprobs[i])).toBeLessThanOrEqual(1e-4);
+      const n = expected.padded_batch.logprobs[i].length;
+      const row = Array.from(slicedData.subarray(i * (width - 1), i * (width - 1) + n));
+      expect(maxAbsDiff(row, expected.padded_batch.logprobs[i])).toBeLessThanOrEqual(1e-4);
       const alone = await model.tokenLogprobs([seqs[i]]);
       expect(maxAbsDiff(batched[i], expected.padded_batch.logprobs[i])).toBeLessThanOrEqual(1e-4);
       expect(maxAbsDiff(batched[i], alone[0])).toBeLessThanOrEqual(1e-5);
@@ -82,6 +93,32 @@ describe.each(CASES)("%s", (name) => {
     await generate(model, [other, other, other], { ...options, maxNewTokens: max_new_tokens + 3 });
     const [out] = await generate(model, [prompt], options);
     expect(out.tokens).toEqual(new_tokens);
+  });
+
+  it("greedy continuation is unchanged when the prompt is read in runs of 2 positions", async () => {
+    const { prompt, new_tokens, max_new_tokens } = expected.greedy;
+    expect(prompt.length).toBeGreaterThan(2);
+    const sampled: boolean[] = [];
+    const [out] = await generate(model, [prompt], {
+      maxNewTokens: max_new_tokens,
+      seed: 0,
+      eosTokenIds: [],
+      temperature: 0,
+      topK: 0,
+      topP: 1,
+      repetitionPenalty: 1,
+      prefillChunkTokens: 2,
+      onOutputs: (_out, mask, isSampled) => {
+        expect(mask[0].length).toBeLessThanOrEqual(2);
+        sampled.push(isSampled);
+      },
+    });
+    expect(out.tokens).toEqual(new_tokens);
+    const promptRuns = Math.ceil(prompt.length / 2);
+    expect(sampled).toEqual([
+      ...new Array<boolean>(promptRuns - 1).fill(false),
+      ...new Array<boolean>(max_new_tokens).fill(true),
+    ]);
   });
 
   it("log-probs at chosen positions match PyTorch's at those positions", async () => {

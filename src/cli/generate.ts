@@ -80,7 +80,9 @@ export async function runGenerate(options: GenerateCommandOptions): Promise<void
     padTokenId: model.config.padTokenId ?? eos[0] ?? 0,
     stopStrings: options.stop,
     decode,
-    onOutputs: options.showGates ? (out, mask) => gates.add(out, mask) : undefined,
+    onOutputs: options.showGates
+      ? (out, mask, sampled) => gates.add(out, mask, sampled)
+      : undefined,
     onToken: (_row, id) => {
       generated.push(id);
       if (!options.stream) return;
@@ -109,11 +111,11 @@ export async function runGenerate(options: GenerateCommandOptions): Promise<void
 }
 
 /**
- * Mean router gates per layer over the generated tokens. The first run (the prompt) is left
- * out, so the numbers describe the response; each later run processes one generated token.
+ * Mean router gates per layer over the generated tokens. The prompt's runs are left out, so
+ * the numbers describe the response; each later run processes one generated token.
  */
 class GateStats {
-  private runs = 0;
+  private promptDone = false;
   private readonly alpha: number[];
   private readonly beta: number[];
   private tokens = 0;
@@ -123,8 +125,12 @@ class GateStats {
     this.beta = new Array<number>(layers).fill(0);
   }
 
-  add(out: Record<string, { data: unknown }>, mask: number[][]): void {
-    if (this.runs++ === 0) return;
+  add(out: Record<string, { data: unknown }>, mask: number[][], sampled: boolean): void {
+    // The prompt's runs end with the first run whose logits are sampled.
+    if (!this.promptDone) {
+      this.promptDone = sampled;
+      return;
+    }
     const real = mask[0][mask[0].length - 1] === 1;
     if (!real) return;
     for (let l = 0; l < this.layers; l++) {

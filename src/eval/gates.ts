@@ -65,7 +65,8 @@ export class GateCollector {
 
   constructor(readonly layers: number) {}
 
-  readonly onOutputs = (outputs: Outputs): void => {
+  readonly onOutputs = (outputs: Outputs, _mask?: number[][], sampled = true): void => {
+    if (!sampled) return; // an earlier part of a long prompt
     const alphas: Float32Array[] = [];
     const betas: Float32Array[] = [];
     for (let l = 0; l < this.layers; l++) {

@@ -20,13 +20,21 @@ export interface GenerateOptions extends SamplingOptions {
   /** Called for every accepted token, in order, for streaming. */
   onToken?: (row: number, id: number) => void;
   /**
-   * Called after every model run with its outputs and the attention mask of the positions it
-   * processed ([batch, width], 1 on real tokens), e.g. to collect MidPO gate values.
+   * Called after every model run with its outputs, the attention mask of the positions it
+   * processed ([batch, width], 1 on real tokens), and whether the next tokens are sampled
+   * from its logits (false for the runs of a prompt but its last), e.g. to collect MidPO
+   * gate values.
    */
   onOutputs?: (
     outputs: Record<string, { data: unknown; dims: readonly number[] }>,
     mask: number[][],
+    sampled: boolean,
   ) => void;
+  /**
+   * Most tokens (rows x positions) per model run while reading the prompts; longer prompts
+   * are read in several runs, which bounds the memory of one run. Default 256.
+   */
+  prefillChunkTokens?: number;
   /** Token id written into padding positions; any id in the vocabulary works. */
   padTokenId?: number;
 }
@@ -179,28 +187,60 @@ async function decode(
     ...new Array<number>(p.length).fill(1),
   ]);
   const nextPosition = prompts.map((p) => p.length);
-  let stepIds = prompts.map((p) => [...new Array<number>(promptLength - p.length).fill(pad), ...p]);
-  let stepPositions = prompts.map((p) => [
+  const promptIds = prompts.map((p) => [
+    ...new Array<number>(promptLength - p.length).fill(pad),
+    ...p,
+  ]);
+  const promptPositions = prompts.map((p) => [
     ...new Array<number>(promptLength - p.length).fill(0),
     ...p.map((_, i) => i),
   ]);
 
-  for (let step = 0; step < options.maxNewTokens; step++) {
-    const width = stepIds[0].length;
-    const out = await session.run({
-      ...cache.feeds(),
-      input_ids: int64Tensor(stepIds.flat(), [batch, width]),
-      attention_mask: int64Tensor(mask.flat(), [batch, cache.length + width]),
-      position_ids: int64Tensor(stepPositions.flat(), [batch, width]),
-    });
-    cache.append(out, width);
-    options.onOutputs?.(
-      out,
-      mask.map((m) => m.slice(m.length - width)),
-    );
+  // Greedy decoding without a repetition penalty takes the graph's argmax and leaves the
+  // logits in ORT: fetching them would copy vocab floats per row at every step into buffers
+  // that the garbage collector frees late (tens of MiB of peak memory at batch 16).
+  const greedy = options.temperature <= 0 && options.repetitionPenalty === 1;
+  const fetches =
+    greedy && options.onOutputs === undefined
+      ? session.outputNames.filter((name) => name !== "logits")
+      : undefined;
 
-    const logits = out.logits.data as Float32Array;
-    const vocab = logits.length / batch;
+  /** Runs the model on the next `ids` columns of every row and appends them to the cache. */
+  const run = async (ids: number[][], positions: number[][], sampled: boolean) => {
+    const width = ids[0].length;
+    const end = cache.length + width;
+    const feeds = {
+      ...cache.feeds(),
+      input_ids: int64Tensor(ids.flat(), [batch, width]),
+      attention_mask: int64Tensor(
+        mask.flatMap((m) => m.slice(0, end)),
+        [batch, end],
+      ),
+      position_ids: int64Tensor(positions.flat(), [batch, width]),
+    };
+    const out = await session.run(feeds, fetches);
+    const runMask = mask.map((m) => m.slice(cache.length, end));
+    cache.append(out, width);
+    options.onOutputs?.(out, runMask, sampled);
+    return out;
+  };
+
+  // Long prompts go in several runs, so that the activations of one run stay small.
+  const chunk = Math.max(1, Math.floor((options.prefillChunkTokens ?? 256) / batch));
+  let out: Record<string, { data: unknown }> = {};
+  for (let start = 0; start < promptLength; start += chunk) {
+    const stop = Math.min(promptLength, start + chunk);
+    out = await run(
+      promptIds.map((ids) => ids.slice(start, stop)),
+      promptPositions.map((p) => p.slice(start, stop)),
+      stop === promptLength,
+    );
+  }
+
+  for (let step = 0; step < options.maxNewTokens; step++) {
+    const argmax = out.next_token.data as BigInt64Array;
+    const logits = greedy ? null : (out.logits.data as Float32Array);
+    const vocab = logits === null ? 0 : logits.length / batch;
     const next: number[] = [];
     rows.forEach((row, r) => {
       if (row.done) {
@@ -208,8 +248,10 @@ async function decode(
         return;
       }
       // A view: sampling may change the logits in place, and they are not read again.
-      const rowLogits = logits.subarray(r * vocab, (r + 1) * vocab);
-      const id = sampleToken(rowLogits, row.seen, options, rng);
+      const id =
+        logits === null
+          ? Number(argmax[r])
+          : sampleToken(logits.subarray(r * vocab, (r + 1) * vocab), row.seen, options, rng);
       next.push(id);
       if (eos.has(id)) {
         row.done = true;
@@ -221,12 +263,15 @@ async function decode(
       options.onToken?.(r, id);
       checkStop(row, options);
     });
-    if (rows.every((row) => row.done)) break;
+    if (rows.every((row) => row.done) || step === options.maxNewTokens - 1) break;
 
-    stepIds = next.map((id) => [id]);
-    stepPositions = nextPosition.map((p) => [p]);
-    nextPosition.forEach((p, r) => (nextPosition[r] = p + 1));
     mask.forEach((m) => m.push(1));
+    out = await run(
+      next.map((id) => [id]),
+      nextPosition.map((p) => [p]),
+      true,
+    );
+    nextPosition.forEach((p, r) => (nextPosition[r] = p + 1));
   }
 
   return rows.map((row) => ({

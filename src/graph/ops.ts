@@ -247,6 +247,16 @@ export const reduceMean = (x: Tensor, axes: number[], keepDims = false) =>
   reduce("ReduceMean", x, axes, keepDims);
 export const reduceMax = (x: Tensor, axes: number[], keepDims = false) =>
   reduce("ReduceMax", x, axes, keepDims);
+/** Index of the largest value along `axis` (the first one on ties), int64, axis removed. */
+export function argMax(x: Tensor, axis: number): Tensor {
+  const a = normAxis("ArgMax", axis, x.rank);
+  const shape = x.shape.filter((_, i) => i !== a);
+  return graphOf(x).addNode("ArgMax", [x], [{ dtype: "int64", shape }], {
+    axis: { int: a },
+    keepdims: { int: 0 },
+  })[0];
+}
+
 /** log(sum(exp(x))) over the axes, computed stably by ORT. */
 export const reduceLogSumExp = (x: Tensor, axes: number[], keepDims = false) =>
   reduce("ReduceLogSumExp", x, axes, keepDims);

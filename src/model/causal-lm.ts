@@ -4,11 +4,11 @@
 
 import { MidpoError } from "../errors.js";
 import type { Graph } from "../graph/graph.js";
-import { Session, int64Tensor, tensor, weightFeeds } from "../runtime/session.js";
+import { Session, int64Tensor, tensor, weightFeeds, type Feeds } from "../runtime/session.js";
 import type { ModelConfig } from "./config.js";
 import {
   buildLlamaGraph,
-  buildLogprobHeadGraph,
+  LM_HEAD_SLICE,
   weightSpecs,
   type LinearOverride,
   type LlamaGraphOptions,
@@ -19,17 +19,14 @@ export type WeightMap = Map<string, Float32Array>;
 export interface LogprobsOptions {
   /** Longest padded batch, in tokens (rows x padded length). */
   maxBatchTokens?: number;
-  /** Most logits held at once, in bytes; see LOGITS_CHUNK_BYTES. */
-  logitsChunkBytes?: number;
 }
 
 /**
- * Most logits held at once by tokenLogprobs, in bytes. A batch's decoder pass ends at the
- * hidden states; the lm_head then runs over a slice of positions at a time, so that a
- * [rows, length, vocab] block of logits (191 MiB for 4 x 255 positions of a 49152-token
- * vocabulary) never exists whole.
+ * Tokens per decoder pass of tokenLogprobs unless the caller says otherwise. The
+ * activations of a pass grow with it (about 60 KiB per token for a SmolLM-135M shape), and
+ * 512 tokens keep matrix products efficient.
  */
-const LOGITS_CHUNK_BYTES = 32 * 1024 * 1024;
+const MAX_BATCH_TOKENS = 512;
 
 export class CausalLM {
   private readonly sessions = new Map<string, Promise<Session>>();
@@ -59,15 +56,44 @@ export class CausalLM {
     if (s === undefined) {
       s = (async () => {
         const graph = build();
-        return Session.create(graph, { bound: weightFeeds(graph, this.weights) });
+        const bound = { ...weightFeeds(graph, this.weights), ...this.lmHeadSliceFeeds(graph) };
+        return Session.create(graph, { bound });
       })();
       this.sessions.set(key, s);
     }
     return s;
   }
 
+  /**
+   * Views of the lm_head weight for a graph's `lm_head.rows.<k>` inputs, consecutive slices
+   * of rows in the order of k, each as long as its input declares.
+   */
+  private lmHeadSliceFeeds(graph: Graph): Feeds {
+    const feeds: Feeds = {};
+    const h = this.config.hiddenSize;
+    const name = this.config.tieWordEmbeddings ? "model.embed_tokens.weight" : "lm_head.weight";
+    const weight = this.weights.get(name);
+    let start = 0;
+    for (let k = 0; ; k++) {
+      const input = graph.inputs.find((t) => t.name === `${LM_HEAD_SLICE}${k}`);
+      if (input === undefined || weight === undefined) break;
+      const rows = input.shape[0] as number;
+      feeds[input.name] = tensor("float32", weight.subarray(start * h, (start + rows) * h), [
+        rows,
+        h,
+      ]);
+      start += rows;
+    }
+    return feeds;
+  }
+
   llamaSession(options: LlamaGraphOptions): Promise<Session> {
-    const key = `llama:${options.output}:${options.kvCache ? "cache" : "nocache"}`;
+    const key = [
+      "llama",
+      options.output,
+      options.kvCache ? "cache" : "nocache",
+      options.vocabSliceRows ?? "",
+    ].join(":");
     return this.session(key, () =>
       buildLlamaGraph(this.config, { ...options, linear: options.linear ?? this.linear }),
     );
@@ -97,8 +123,8 @@ export class CausalLM {
    * token (attention is causal and padded keys are masked).
    */
   async tokenLogprobs(sequences: number[][], options: LogprobsOptions = {}): Promise<number[][]> {
-    const maxBatchTokens = options.maxBatchTokens ?? 4096;
-    const session = await this.llamaSession({ output: "hidden" });
+    const maxBatchTokens = options.maxBatchTokens ?? MAX_BATCH_TOKENS;
+    const session = await this.llamaSession({ output: "token-logprobs" });
     const order = sequences
       .map((_, i) => i)
       .sort((a, b) => sequences[b].length - sequences[a].length);
@@ -113,7 +139,6 @@ export class CausalLM {
       const out = await this.runLogprobsBatch(
         session,
         batch.map((i) => sequences[i]),
-        options.logitsChunkBytes ?? LOGITS_CHUNK_BYTES,
       );
       batch.forEach((i, r) => {
         results[i] = out[r];
@@ -122,11 +147,7 @@ export class CausalLM {
     return results;
   }
 
-  private async runLogprobsBatch(
-    session: Session,
-    seqs: number[][],
-    chunkBytes: number,
-  ): Promise<number[][]> {
+  private async runLogprobsBatch(session: Session, seqs: number[][]): Promise<number[][]> {
     const width = Math.max(...seqs.map((s) => s.length));
     if (width < 2) return seqs.map(() => []);
     const n = seqs.length;
@@ -147,53 +168,10 @@ export class CausalLM {
       attention_mask: int64Tensor(mask, [n, width]),
       position_ids: int64Tensor(positions, [n, width]),
     });
-    const hidden = out.hidden.data as Float32Array; // [n, width, H]
-
-    // Position t of row r predicts token t + 1; only real targets are scored.
-    const rows: number[] = [];
-    const targets: number[] = [];
-    seqs.forEach((s, r) => {
-      for (let t = 0; t + 1 < s.length; t++) {
-        rows.push(r * width + t);
-        targets.push(s[t + 1]);
-      }
-    });
-    const logprobs = await this.headLogprobs(hidden, rows, targets, chunkBytes);
-    const results: number[][] = [];
-    let at = 0;
-    for (const s of seqs) {
-      const count = Math.max(0, s.length - 1);
-      results.push(Array.from(logprobs.subarray(at, at + count)));
-      at += count;
-    }
-    return results;
-  }
-
-  /** log p(targets[i]) from the final-normed hidden state at flat position rows[i]. */
-  private async headLogprobs(
-    hidden: Float32Array,
-    rows: number[],
-    targets: number[],
-    chunkBytes: number,
-  ): Promise<Float32Array> {
-    const h = this.config.hiddenSize;
-    const session = await this.session("logprob-head", () => buildLogprobHeadGraph(this.config));
-    const chunk = Math.max(1, Math.floor(chunkBytes / (4 * this.config.vocabSize)));
-    const result = new Float32Array(rows.length);
-    for (let start = 0; start < rows.length; start += chunk) {
-      const count = Math.min(chunk, rows.length - start);
-      const states = new Float32Array(count * h);
-      for (let i = 0; i < count; i++) {
-        const row = rows[start + i];
-        states.set(hidden.subarray(row * h, (row + 1) * h), i * h);
-      }
-      const out = await session.run({
-        hidden: tensor("float32", states, [count, h]),
-        targets: int64Tensor(targets.slice(start, start + count), [count]),
-      });
-      result.set(out.token_logprobs.data as Float32Array, start);
-    }
-    return result;
+    const lp = out.token_logprobs.data as Float32Array;
+    return seqs.map((s, r) =>
+      Array.from(lp.subarray(r * (width - 1), r * (width - 1) + s.length - 1)),
+    );
   }
 
   /** Rejects token ids outside the embedding table, which ORT would not catch. */

@@ -18,7 +18,10 @@ import type { ModelConfig } from "./config.js";
 import { ropeInverseFrequencies } from "./rope.js";
 
 export type LlamaOutput =
-  /** Logits at the last position, [batch, vocab]; prompts are left-padded for this. */
+  /**
+   * Logits at the last position, [batch, vocab] (prompts are left-padded for this), and
+   * `next_token` [batch], their argmax, for greedy decoding without fetching the logits.
+   */
   | "last-logits"
   /** log p(input_ids[t] | input_ids[<t]) for t = 1..seq-1, [batch, seq - 1]. */
   | "token-logprobs"
@@ -43,9 +46,12 @@ export interface LlamaGraphOptions {
   /**
    * The graph will be differentiated. RMSNorm then squares with Mul instead of Pow: ORT
    * fuses the Pow pattern into one kernel, but not in a training graph, whose backward pass
-   * reads the intermediate values, and there an unfused Pow runs about 12 times slower than Mul.
+   * reads the intermediate values, and unfused, Pow(x, 2) followed by an Add took 0.28 ms on
+   * [4, 256, 576] against 0.15 ms for Mul(x, x) and the same Add.
    */
   forGradients?: boolean;
+  /** lm_head rows per slice of the log-prob outputs of inference graphs; see lmHeadSlices. */
+  vocabSliceRows?: number;
 }
 
 /**
@@ -168,8 +174,8 @@ class LlamaBuilder {
   /**
    * x * cos + rotate_half(x) * sin, where rotate_half(x) = [-x2, x1] over the head dim is the
    * product with a constant signed permutation matrix: one small MatMul forward and one
-   * backward, where slicing, negating and concatenating the halves took seven kernels over
-   * both passes and measured about three times slower.
+   * backward. Slicing, negating and concatenating the halves, with the gradients of those
+   * ops, took about twice as long in a profiled DPO step.
    */
   applyRotary(x: Tensor, cos: Tensor, sin: Tensor): Tensor {
     return op.add(op.mul(x, cos), op.mul(op.matmul(x, this.rotateHalfMatrix()), sin));
@@ -194,10 +200,11 @@ class LlamaBuilder {
 
   /**
    * The additive attention mask: 0 where query s may attend to key t, i.e. t is not padding
-   * and t <= past + s, and -1e30 elsewhere. Shape [batch, kv_heads, groups, seq, total]. A large negative number instead of -inf keeps rows with no visible key (left
-   * padding) finite: they become uniform and are ignored downstream. Adding a bias costs one
-   * broadcast Add per layer and passes gradients through unchanged, where a Where on the
-   * scores measured about 12 times slower forward and needs a second Where backward.
+   * and t <= past + s, and -1e30 elsewhere. Shape [batch, 1, 1, seq, total] to broadcast over
+   * heads. A large negative number instead of -inf keeps rows with no visible key (left
+   * padding) finite: they become uniform and are ignored downstream. Adding a bias passes
+   * gradients through unchanged, where selecting with Where on the scores needs a second
+   * Where over the scores in the backward pass.
    */
   attentionBias(inputIds: Tensor, attentionMask: Tensor): Tensor {
     const g = this.g;
@@ -212,24 +219,7 @@ class LlamaBuilder {
     const keyIdx = op.unsqueeze(op.range(zero, total, one), [0]); // [1, T]
     const causal = op.lessOrEqual(keyIdx, queryIdx); // [S, T]
     const notPad = op.unsqueeze(op.cast(attentionMask, "bool"), [1, 2, 3]); // [B, 1, 1, 1, T]
-    const bias = op.where(op.and(notPad, causal), this.scalar(0), this.scalar(-1e30));
-    // Expanded once over the query heads, so that every layer adds two tensors of one shape:
-    // ORT's Add broadcasting over the middle axes ran about 10 times slower.
-    const c = this.c;
-    const heads = op.int64s(g, [
-      1,
-      c.numKeyValueHeads,
-      c.numAttentionHeads / c.numKeyValueHeads,
-      1,
-      1,
-    ]);
-    return op.expand(bias, heads, [
-      "batch",
-      c.numKeyValueHeads,
-      c.numAttentionHeads / c.numKeyValueHeads,
-      "seq",
-      "total",
-    ]);
+    return op.where(op.and(notPad, causal), this.scalar(0), this.scalar(-1e30));
   }
 
   attention(
@@ -332,10 +322,28 @@ class LlamaBuilder {
     return op.matmulTransB(h, this.lmHeadWeight());
   }
 
-  /** log p(target) for hidden states [..., H] before the final norm and target ids [...]. */
+  /**
+   * log p(target) for hidden states [..., H] before the final norm and target ids [...].
+   * Inference graphs take the logsumexp over the vocabulary one slice of lm_head rows at a
+   * time (see `lmHeadSlices`), so that only one slice's logits exist at once: ORT frees each
+   * slice's logits after its reduction and reuses the memory for the next.
+   */
   private logprobHead(hidden: Tensor, targets: Tensor): Tensor {
     const normed = this.rmsNorm(hidden, "model.norm.weight");
-    return logprobsOfTargets(normed, targets, this.lmHeadWeight());
+    if (this.options.forGradients) return logprobsOfTargets(normed, targets, this.lmHeadWeight());
+
+    const targetRows = op.gather(this.lmHeadWeight(), targets, 0); // [..., H]
+    const picked = op.reduceSum(op.mul(normed, targetRows), [-1], true); // [..., 1]
+    const slices = lmHeadSlices(this.c, this.options.vocabSliceRows);
+    const parts = slices.map((slice, k) => {
+      const rows = this.g.input(`${LM_HEAD_SLICE}${k}`, this.dtype, [
+        slice.end - slice.start,
+        this.c.hiddenSize,
+      ]);
+      return op.reduceLogSumExp(op.matmulTransB(normed, rows), [-1], true); // [..., 1]
+    });
+    const lse = op.reduceLogSumExp(op.concat(parts, -1), [-1], true);
+    return op.squeeze(op.sub(picked, lse), [-1]);
   }
 
   private addOutputs(x: Tensor, inputIds: Tensor): void {
@@ -348,8 +356,9 @@ class LlamaBuilder {
         // Only the last position's logits are needed to sample: normalising and projecting
         // one position instead of all of them saves most of the lm_head cost on prompts.
         const last = op.slice(x, [1], [-1], [2 ** 62]); // [B, 1, H]
-        const logits = this.lmHead(this.rmsNorm(last, "model.norm.weight"));
-        g.output("logits", op.reshape(logits, [0, -1]));
+        const logits = op.reshape(this.lmHead(this.rmsNorm(last, "model.norm.weight")), [0, -1]);
+        g.output("logits", logits);
+        g.output("next_token", op.argMax(logits, -1));
         return;
       }
       case "token-logprobs": {
@@ -392,20 +401,27 @@ function logprobsOfTargets(normed: Tensor, targets: Tensor, lmHead: Tensor): Ten
   return op.sub(picked, op.reduceLogSumExp(logits, [-1], false));
 }
 
+/** Name prefix of the graph inputs that hold slices of lm_head rows; see lmHeadSlices. */
+export const LM_HEAD_SLICE = "lm_head.rows.";
+
+/** Default lm_head rows per slice in inference log-prob graphs: 8 MiB of logits per 512 positions. */
+const SLICE_ROWS = 4096;
+
 /**
- * The lm_head and log-probabilities alone, for final-normed hidden states computed by a
- * "hidden" decoder graph. Inputs: `hidden` [n, hidden], `targets` [n] (int64), the lm_head
- * weight by checkpoint name (`model.embed_tokens.weight` when tied). Output: `token_logprobs`
- * [n]. Running it over a few positions at a time bounds the logits held at once.
+ * The slices of lm_head rows (vocabulary ids [start, end)) that inference log-prob graphs
+ * take as inputs `lm_head.rows.<k>`, in order. Callers bind each to a view of the lm_head
+ * weight (`model.embed_tokens.weight` when tied), which costs no copy.
  */
-export function buildLogprobHeadGraph(config: ModelConfig): Graph {
-  const g = new Graph("logprob-head");
-  const name = config.tieWordEmbeddings ? "model.embed_tokens.weight" : "lm_head.weight";
-  const lmHead = g.input(name, "float32", [config.vocabSize, config.hiddenSize]);
-  const hidden = g.input("hidden", "float32", ["n", config.hiddenSize]);
-  const targets = g.input("targets", "int64", ["n"]);
-  g.output("token_logprobs", logprobsOfTargets(hidden, targets, lmHead));
-  return g;
+export function lmHeadSlices(
+  config: ModelConfig,
+  sliceRows = SLICE_ROWS,
+): { start: number; end: number }[] {
+  const count = Math.ceil(config.vocabSize / sliceRows);
+  const size = Math.ceil(config.vocabSize / count);
+  return Array.from({ length: count }, (_, k) => ({
+    start: k * size,
+    end: Math.min(config.vocabSize, (k + 1) * size),
+  }));
 }
 
 /** Builds the decoder graph for `config`. Inputs: input_ids, attention_mask, position_ids

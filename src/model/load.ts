@@ -3,8 +3,7 @@
 import { existsSync } from "node:fs";
 import { join } from "node:path";
 import { MidpoError } from "../errors.js";
-import { resolveModel } from "../hub/resolve.js";
-import { Tokenizer } from "../tokenize/tokenizer.js";
+import type { Tokenizer } from "../tokenize/tokenizer.js";
 import { CausalLM, type WeightMap } from "./causal-lm.js";
 import { weightSpecs } from "./llama.js";
 import { loadConfig } from "./load-config.js";
@@ -47,11 +46,16 @@ export async function loadModel(
   arg: string,
   withTokenizer: "required" | "if-present" | "no",
 ): Promise<LoadedModel> {
+  // Loaded on use: the hub client and its dependencies take about 14 MiB of memory, which a
+  // program that only opens local directories through loadCausalLM does not need.
+  const { resolveModel } = await import("../hub/resolve.js");
   const directory = await resolveModel(arg);
   const model = loadCausalLM(directory);
   let tokenizer: Tokenizer | undefined;
   const hasTokenizer = existsSync(join(directory, "tokenizer.json"));
   if (withTokenizer === "required" || (withTokenizer === "if-present" && hasTokenizer)) {
+    // Loaded on use, like the hub client: the tokenizer libraries take about 9 MiB.
+    const { Tokenizer } = await import("../tokenize/tokenizer.js");
     tokenizer = Tokenizer.fromDirectory(directory);
     checkTokenizerFits(tokenizer, model);
   }

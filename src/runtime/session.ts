@@ -41,6 +41,11 @@ export class Session {
     const sessionOptions: ort.InferenceSession.SessionOptions = {
       graphOptimizationLevel: "all",
       executionMode: "sequential",
+      // ORT's memory patterns plan one block per distinct set of input shapes. Decoding and
+      // training change shapes at almost every run, so the planning repeats and the blocks
+      // add up. Measured without them: decode at batch 16 about 15% faster with 30 MiB less
+      // peak memory, prefill 45 MiB less, the DPO step as fast with 1.5 GiB less.
+      enableMemPattern: false,
     };
     if (options.threads !== undefined) sessionOptions.intraOpNumThreads = options.threads;
     const inner = await createInner(graph, sessionOptions);
