@@ -114,11 +114,14 @@ class KvCache {
     return feeds;
   }
 
+  /** Appends the `steps` new positions of every layer, from the graph's `present` output. */
   append(outputs: Record<string, { data: unknown }>, steps: number): void {
     const offset = this.length * this.stride;
+    const present = outputs.present.data as Float32Array;
+    const block = steps * this.stride;
     this.keys.forEach((k, l) => {
-      k.set(outputs[`key.${l}`].data as Float32Array, offset);
-      this.values[l].set(outputs[`value.${l}`].data as Float32Array, offset);
+      k.set(present.subarray(2 * l * block, (2 * l + 1) * block), offset);
+      this.values[l].set(present.subarray((2 * l + 1) * block, (2 * l + 2) * block), offset);
     });
     this.length += steps;
   }
