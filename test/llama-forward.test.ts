@@ -77,7 +77,7 @@ describe.each(CASES)("%s", (name) => {
     }
   });
 
-  it("greedy continuation is unchanged when a reused cache holds an earlier call's entries", async () => {
+  it("greedy tokens after cache reuse", async () => {
     const { prompt, new_tokens, max_new_tokens } = expected.greedy;
     const options = {
       maxNewTokens: max_new_tokens,
@@ -95,7 +95,7 @@ describe.each(CASES)("%s", (name) => {
     expect(out.tokens).toEqual(new_tokens);
   });
 
-  it("greedy continuation is unchanged when the prompt is read in runs of 2 positions", async () => {
+  it("greedy tokens with chunked prompt", async () => {
     const { prompt, new_tokens, max_new_tokens } = expected.greedy;
     expect(prompt.length).toBeGreaterThan(2);
     const sampled: boolean[] = [];
@@ -121,7 +121,7 @@ describe.each(CASES)("%s", (name) => {
     ]);
   });
 
-  it("log-probs at chosen positions match PyTorch's at those positions", async () => {
+  it("position log-probs match PyTorch", async () => {
     // The right-padded fixture batch, asking each row for positions out of order, with a
     // repeat; rows too short to predict anything ask for position 0 of a padding target.
     const { input_ids, attention_mask, logprobs } = expected.padded_batch;

@@ -20,10 +20,10 @@ export interface GenerateOptions extends SamplingOptions {
   /** Called for every accepted token, in order, for streaming. */
   onToken?: (row: number, id: number) => void;
   /**
-   * Called after every model run with its outputs, the attention mask of the positions it
-   * processed ([batch, width], 1 on real tokens), and whether the next tokens are sampled
-   * from its logits (false for the runs of a prompt but its last), e.g. to collect MidPO
-   * gate values.
+   * Called after every model run, e.g. to collect MidPO gate values. It receives the run's
+   * outputs and the attention mask of the positions it processed ([batch, width], 1 on real
+   * tokens). `sampled` is true when the next tokens come from this run's logits, so it is
+   * false for every run of a long prompt but the last.
    */
   onOutputs?: (
     outputs: Record<string, { data: unknown; dims: readonly number[] }>,
@@ -31,8 +31,8 @@ export interface GenerateOptions extends SamplingOptions {
     sampled: boolean,
   ) => void;
   /**
-   * Most tokens (rows x positions) per model run while reading the prompts; longer prompts
-   * are read in several runs, which bounds the memory of one run. Default 256.
+   * Maximum tokens (rows x positions) per model run while reading the prompts. Longer
+   * prompts are read in several runs, so that one run's activations stay small. Default 256.
    */
   prefillChunkTokens?: number;
   /** Token id written into padding positions; any id in the vocabulary works. */
@@ -165,7 +165,7 @@ export async function generate(
   }
 }
 
-/** The steps of generate(): the prompt step, then one token per row per step. */
+/** Runs the prompt, then samples one token per row per step until every row is done. */
 async function decode(
   session: Session,
   cache: KvCache,
@@ -199,9 +199,8 @@ async function decode(
     ...p.map((_, i) => i),
   ]);
 
-  // Greedy decoding without a repetition penalty takes the graph's argmax and leaves the
-  // logits in ORT: fetching them would copy vocab floats per row at every step into buffers
-  // that the garbage collector frees late (tens of MiB of peak memory at batch 16).
+  // Greedy decoding without a repetition penalty takes the graph's argmax and does not fetch
+  // the logits, which would copy vocab floats per row out of ORT at every step.
   const greedy = options.temperature <= 0 && options.repetitionPenalty === 1;
   const fetches =
     greedy && options.onOutputs === undefined

@@ -23,7 +23,7 @@ export interface LogprobsOptions {
 
 /**
  * Tokens per decoder pass of tokenLogprobs unless the caller says otherwise. The
- * activations of a pass grow with it (about 60 KiB per token for a SmolLM-135M shape), and
+ * activations of a pass grow with it (40 to 60 KiB per token for a SmolLM-135M shape), and
  * 512 tokens keep matrix products efficient.
  */
 const MAX_BATCH_TOKENS = 512;
