@@ -127,3 +127,23 @@ describe.each(["lora-down-proj", "lora-q-v-down-proj"])("DPO step, %s", (name) =
     },
   );
 });
+
+describe("collatePairs", () => {
+  it("lists response positions, empty prompt", () => {
+    // Rows: chosen [5, 6, 7] and [1, 2 | 3], then rejected [8] and [1, 2 | 4, 9].
+    const batch = collatePairs([
+      { promptIds: [], chosenIds: [5, 6, 7], rejectedIds: [8], margin: 0 },
+      { promptIds: [1, 2], chosenIds: [3], rejectedIds: [4, 9], margin: 0 },
+    ]);
+    expect(batch.picked).toBe(3);
+    // Without a prompt, no position predicts a row's first token: it is left out.
+    expect(Array.from(batch.logitPositions, Number)).toEqual([0, 0, 1, 1, 0, 0, 0, 0, 0, 1, 2, 0]);
+    expect(Array.from(batch.pickedMask)).toEqual([0, 1, 1, 1, 0, 0, 0, 0, 0, 1, 1, 0]);
+    for (let r = 0; r < batch.rows; r++) {
+      const picked = batch.pickedMask.subarray(r * 3, (r + 1) * 3).reduce((a, b) => a + b, 0);
+      const w = batch.width - 1;
+      const response = batch.responseMask.subarray(r * w, (r + 1) * w).reduce((a, b) => a + b, 0);
+      expect(picked, `row ${r}`).toBe(response);
+    }
+  });
+});

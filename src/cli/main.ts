@@ -34,7 +34,7 @@ const logprobs = program
     "--batch-tokens <n>",
     "max tokens per batch (rows x padded length)",
     parseInteger(1),
-    4096,
+    512,
   );
 addVariantOptions(logprobs).action(async (opts) => {
   await runLogprobs({

@@ -228,7 +228,11 @@ async function decode(
   };
 
   // Long prompts go in several runs, so that the activations of one run stay small.
-  const chunk = Math.max(1, Math.floor((options.prefillChunkTokens ?? 256) / batch));
+  const chunkTokens = options.prefillChunkTokens ?? 256;
+  if (!Number.isFinite(chunkTokens) || chunkTokens < 1) {
+    throw new Error(`generate: prefillChunkTokens must be a number >= 1, got ${chunkTokens}`);
+  }
+  const chunk = Math.max(1, Math.floor(chunkTokens / batch));
   let out: Record<string, { data: unknown }> = {};
   for (let start = 0; start < promptLength; start += chunk) {
     const stop = Math.min(promptLength, start + chunk);

@@ -428,6 +428,9 @@ export function lmHeadSlices(
   config: ModelConfig,
   sliceRows = SLICE_ROWS,
 ): { start: number; end: number }[] {
+  if (!Number.isInteger(sliceRows) || sliceRows < 1) {
+    throw new Error(`lm_head slices: rows per slice must be an integer >= 1, got ${sliceRows}`);
+  }
   const count = Math.ceil(config.vocabSize / sliceRows);
   const size = Math.ceil(config.vocabSize / count);
   return Array.from({ length: count }, (_, k) => ({

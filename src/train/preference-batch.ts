@@ -58,8 +58,12 @@ export function collatePairs(batch: readonly TokenizedPair[], padId = 0): Collat
         responseMask[r * (width - 1) + t] = 1;
       }
     }
+    // With an empty prompt the first response token has no position that predicts it, and
+    // it is left out as in responseMask.
     for (let j = 0; j < s.ids.length - s.prompt; j++) {
-      logitPositions[r * picked + j] = BigInt(s.prompt - 1 + j);
+      const position = s.prompt - 1 + j;
+      if (position < 0) continue;
+      logitPositions[r * picked + j] = BigInt(position);
       pickedMask[r * picked + j] = 1;
     }
   });
