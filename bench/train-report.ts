@@ -256,7 +256,7 @@ export function stepRows(inputs: ReportInputs, bench: "dpo-step" | "router-step"
   const batch = `${midpoStep.rows}x${midpoStep.width}`;
   const rows: SummaryRow[] = [matmulRow(inputs, bench, valid)];
 
-  // The issue's target compares midpo's step as its trainer runs it (reference log-probs from
+  // The step-time target compares midpo's step as its trainer runs it (reference log-probs from
   // the cache) with PyTorch's step as reference implementations run it (a reference forward
   // pass on every step). The two like-for-like rows are context, without a target, unless
   // the run has no step+ref results to form the first comparison.

@@ -30,6 +30,33 @@ function maxAbsDiff(a: readonly number[], b: readonly number[]): number {
   return a.reduce((m, v, i) => Math.max(m, Math.abs(v - b[i])), 0);
 }
 
+/** Greedy sampling settings for `maxNewTokens` tokens. */
+function greedy(maxNewTokens: number) {
+  return {
+    maxNewTokens,
+    seed: 0,
+    eosTokenIds: [],
+    temperature: 0,
+    topK: 0,
+    topP: 1,
+    repetitionPenalty: 1,
+  };
+}
+
+/** Model inputs for the fixture's right-padded batch, positions counted from 0. */
+function paddedBatchFeeds(batch: Expected["padded_batch"]) {
+  const rows = batch.input_ids.length;
+  const width = batch.input_ids[0].length;
+  return {
+    input_ids: int64Tensor(batch.input_ids.flat(), [rows, width]),
+    attention_mask: int64Tensor(batch.attention_mask.flat(), [rows, width]),
+    position_ids: int64Tensor(
+      batch.input_ids.flatMap((ids) => ids.map((_, t) => t)),
+      [rows, width],
+    ),
+  };
+}
+
 describe.each(CASES)("%s", (name) => {
   const expected = JSON.parse(
     readFileSync(join(FIXTURES, `${name}.expected.json`), "utf8"),
@@ -56,16 +83,8 @@ describe.each(CASES)("%s", (name) => {
     const batched = await model.tokenLogprobs(seqs);
     // The same log-probs with the vocabulary's logsumexp taken over slices of 7 rows.
     const session = await model.llamaSession({ output: "token-logprobs", vocabSliceRows: 7 });
-    const { input_ids, attention_mask } = expected.padded_batch;
-    const [rows, width] = [input_ids.length, input_ids[0].length];
-    const sliced = await session.run({
-      input_ids: int64Tensor(input_ids.flat(), [rows, width]),
-      attention_mask: int64Tensor(attention_mask.flat(), [rows, width]),
-      position_ids: int64Tensor(
-        input_ids.flatMap((ids) => ids.map((_, t) => t)),
-        [rows, width],
-      ),
-    });
+    const width = expected.padded_batch.input_ids[0].length;
+    const sliced = await session.run(paddedBatchFeeds(expected.padded_batch));
     const slicedData = sliced.token_logprobs.data as Float32Array;
     for (let i = 0; i < seqs.length; i++) {
       const n = expected.padded_batch.logprobs[i].length;
@@ -79,15 +98,7 @@ describe.each(CASES)("%s", (name) => {
 
   it("greedy tokens after cache reuse", async () => {
     const { prompt, new_tokens, max_new_tokens } = expected.greedy;
-    const options = {
-      maxNewTokens: max_new_tokens,
-      seed: 0,
-      eosTokenIds: [],
-      temperature: 0,
-      topK: 0,
-      topP: 1,
-      repetitionPenalty: 1,
-    };
+    const options = greedy(max_new_tokens);
     // A larger call first, with different tokens, leaves its buffer to the next call.
     const other = prompt.map((id) => (id + 1) % model.config.vocabSize);
     await generate(model, [other, other, other], { ...options, maxNewTokens: max_new_tokens + 3 });
@@ -100,13 +111,7 @@ describe.each(CASES)("%s", (name) => {
     expect(prompt.length).toBeGreaterThan(2);
     const sampled: boolean[] = [];
     const [out] = await generate(model, [prompt], {
-      maxNewTokens: max_new_tokens,
-      seed: 0,
-      eosTokenIds: [],
-      temperature: 0,
-      topK: 0,
-      topP: 1,
-      repetitionPenalty: 1,
+      ...greedy(max_new_tokens),
       prefillChunkTokens: 2,
       onOutputs: (_out, mask, isSampled) => {
         expect(mask[0].length).toBeLessThanOrEqual(2);
@@ -122,29 +127,25 @@ describe.each(CASES)("%s", (name) => {
   });
 
   it("position log-probs match PyTorch", async () => {
-    // The right-padded fixture batch, asking each row for positions out of order, with a
-    // repeat; rows too short to predict anything ask for position 0 of a padding target.
-    const { input_ids, attention_mask, logprobs } = expected.padded_batch;
+    // Each row of the right-padded fixture batch requests positions out of order, with a
+    // repeat. Rows too short to predict anything request position 0 of a padding target.
+    const { input_ids, logprobs } = expected.padded_batch;
     const rows = input_ids.length;
-    const width = input_ids[0].length;
-    const wanted = logprobs.map((lp) =>
+    const requested = logprobs.map((lp) =>
       lp.length === 0 ? [0, 0, 0] : [lp.length - 1, 0, Math.floor(lp.length / 2), 0],
     );
-    const picked = Math.max(...wanted.map((w) => w.length));
-    const positions = wanted.map((w) => [...w, ...new Array<number>(picked - w.length).fill(0)]);
+    const picked = Math.max(...requested.map((w) => w.length));
+    const positions = requested.map((w) => [...w, ...new Array<number>(picked - w.length).fill(0)]);
+
     const session = await model.llamaSession({ output: "position-logprobs" });
     const out = await session.run({
-      input_ids: int64Tensor(input_ids.flat(), [rows, width]),
-      attention_mask: int64Tensor(attention_mask.flat(), [rows, width]),
-      position_ids: int64Tensor(
-        input_ids.flatMap((ids) => ids.map((_, t) => t)),
-        [rows, width],
-      ),
+      ...paddedBatchFeeds(expected.padded_batch),
       logit_positions: int64Tensor(positions.flat(), [rows, picked]),
     });
+
     expect(out.token_logprobs.dims).toEqual([rows, picked]);
     const got = out.token_logprobs.data as Float32Array;
-    wanted.forEach((w, r) => {
+    requested.forEach((w, r) => {
       if (logprobs[r].length === 0) return;
       w.forEach((t, j) => {
         expect(
@@ -157,15 +158,7 @@ describe.each(CASES)("%s", (name) => {
 
   it("greedy continuation equals PyTorch's", async () => {
     const { prompt, new_tokens, max_new_tokens } = expected.greedy;
-    const [out] = await generate(model, [prompt], {
-      maxNewTokens: max_new_tokens,
-      seed: 0,
-      eosTokenIds: [],
-      temperature: 0,
-      topK: 0,
-      topP: 1,
-      repetitionPenalty: 1,
-    });
+    const [out] = await generate(model, [prompt], greedy(max_new_tokens));
     expect(out.tokens).toEqual(new_tokens);
   });
 });

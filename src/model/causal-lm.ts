@@ -9,6 +9,7 @@ import type { ModelConfig } from "./config.js";
 import {
   buildLlamaGraph,
   LM_HEAD_SLICE,
+  lmHeadWeightName,
   weightSpecs,
   type LinearOverride,
   type LlamaGraphOptions,
@@ -71,8 +72,7 @@ export class CausalLM {
   private lmHeadSliceFeeds(graph: Graph): Feeds {
     const feeds: Feeds = {};
     const h = this.config.hiddenSize;
-    const name = this.config.tieWordEmbeddings ? "model.embed_tokens.weight" : "lm_head.weight";
-    const weight = this.weights.get(name);
+    const weight = this.weights.get(lmHeadWeightName(this.config));
     let start = 0;
     for (let k = 0; ; k++) {
       const input = graph.inputs.find((t) => t.name === `${LM_HEAD_SLICE}${k}`);

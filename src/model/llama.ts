@@ -27,8 +27,8 @@ export type LlamaOutput =
   | "token-logprobs"
   /**
    * The same at chosen positions only: input `logit_positions` [batch, picked] lists, per
-   * row, positions t (0..seq-2) whose next token's log-probability is wanted, and output
-   * `token_logprobs` [batch, picked] holds log p(input_ids[t + 1] | input_ids[<=t]). Training
+   * row, positions t (0..seq-2) whose next token's log-probability is requested, and output
+   * `token_logprobs` [batch, picked] contains log p(input_ids[t + 1] | input_ids[<=t]). Training
    * steps pass the response positions, so the lm_head never runs over prompt or padding.
    */
   | "position-logprobs"
@@ -327,7 +327,7 @@ class LlamaBuilder {
   }
 
   private lmHeadWeight(): Tensor {
-    return this.weight(this.c.tieWordEmbeddings ? "model.embed_tokens.weight" : "lm_head.weight");
+    return this.weight(lmHeadWeightName(this.c));
   }
 
   private lmHead(h: Tensor): Tensor {
@@ -335,17 +335,23 @@ class LlamaBuilder {
   }
 
   /**
-   * log p(target) for hidden states [..., H] before the final norm and target ids [...].
+   * log p(target) = logit[target] - logsumexp(logits) for hidden states [..., H] before the
+   * final norm and target ids [...]. The target's logit is the dot product of the normed
+   * hidden state with the target's lm_head row, so its gradient is a small gather, where
+   * picking it out of the logits would need a zero-filled scatter as large as the logits.
    * Inference graphs take the logsumexp over the vocabulary one slice of lm_head rows at a
    * time (see `lmHeadSlices`). ORT frees each slice's logits after its reduction and reuses
    * the memory for the next, so only one slice's logits exist at once.
    */
   private logprobHead(hidden: Tensor, targets: Tensor): Tensor {
     const normed = this.rmsNorm(hidden, "model.norm.weight");
-    if (this.options.forGradients) return logprobsOfTargets(normed, targets, this.lmHeadWeight());
-
     const targetRows = op.gather(this.lmHeadWeight(), targets, 0); // [..., H]
-    const picked = op.reduceSum(op.mul(normed, targetRows), [-1], true); // [..., 1]
+    const picked = op.reduceSum(op.mul(normed, targetRows), [-1], false);
+    if (this.options.forGradients) {
+      const logits = op.matmulTransB(normed, this.lmHeadWeight()); // [..., V]
+      return op.sub(picked, op.reduceLogSumExp(logits, [-1], false));
+    }
+
     const slices = lmHeadSlices(this.c, this.options.vocabSliceRows);
     const parts = slices.map((slice, k) => {
       const rows = this.g.input(`${LM_HEAD_SLICE}${k}`, this.dtype, [
@@ -354,8 +360,8 @@ class LlamaBuilder {
       ]);
       return op.reduceLogSumExp(op.matmulTransB(normed, rows), [-1], true); // [..., 1]
     });
-    const lse = op.reduceLogSumExp(op.concat(parts, -1), [-1], true);
-    return op.squeeze(op.sub(picked, lse), [-1]);
+    const lse = op.reduceLogSumExp(op.concat(parts, -1), [-1], false);
+    return op.sub(picked, lse);
   }
 
   private addOutputs(x: Tensor, inputIds: Tensor): void {
@@ -399,18 +405,9 @@ class LlamaBuilder {
   }
 }
 
-/**
- * log p(target) = logit[target] - logsumexp(logits) for final-normed hidden states [..., H],
- * target ids [...] and the lm_head weight [V, H]. Only the logsumexp needs the whole row of
- * logits. The target's logit is the dot product of the hidden state with the target's
- * lm_head row, so its gradient is a small gather, where picking it out of the logits would
- * need a zero-filled scatter as large as the logits.
- */
-function logprobsOfTargets(normed: Tensor, targets: Tensor, lmHead: Tensor): Tensor {
-  const targetRows = op.gather(lmHead, targets, 0); // [..., H]
-  const picked = op.reduceSum(op.mul(normed, targetRows), [-1], false);
-  const logits = op.matmulTransB(normed, lmHead); // [..., V]
-  return op.sub(picked, op.reduceLogSumExp(logits, [-1], false));
+/** Name of the weight the lm_head multiplies by: the embedding table when they are tied. */
+export function lmHeadWeightName(config: ModelConfig): string {
+  return config.tieWordEmbeddings ? "model.embed_tokens.weight" : "lm_head.weight";
 }
 
 /** Name prefix of the graph inputs that hold slices of lm_head rows; see lmHeadSlices. */

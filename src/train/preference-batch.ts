@@ -19,7 +19,7 @@ export interface CollatedPairs {
   positionIds: BigInt64Array;
   /** [rows, width - 1]: 1 where target token t + 1 belongs to the response (EOS included). */
   responseMask: Float32Array;
-  /** Longest response in the batch, in tokens: the width of the two arrays below. */
+  /** Maximum response length in the batch, in tokens, and the width of the two arrays below. */
   picked: number;
   /**
    * [rows, picked]: the positions t whose next token t + 1 is a response token, in order,

@@ -70,7 +70,7 @@ export function buildPreferenceGraph(
   return { graph: g, trainable: names };
 }
 
-/** The token inputs of a step graph for a collated batch, response mask in `dtype`. */
+/** Builds the token inputs of a step graph for a collated batch, response mask in `dtype`. */
 export function batchFeeds(batch: CollatedPairs, dtype: "float32" | "float64" = "float32"): Feeds {
   const { rows, width, picked } = batch;
   const mask = dtype === "float32" ? batch.pickedMask : Float64Array.from(batch.pickedMask);
