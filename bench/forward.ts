@@ -259,7 +259,7 @@ async function main(): Promise<void> {
   }
 
   const start = performance.now();
-  const model = loadCausalLM(plan.model_dir);
+  const model = loadCausalLM(plan.model_dir, { mapWeights: true });
   const loadSeconds = seconds(start);
 
   if (opts.phase === "prefill") {

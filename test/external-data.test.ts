@@ -1,12 +1,13 @@
 // Frozen weights as ONNX external-data initializers that point straight into a .safetensors
 // file, the route for models whose weights cannot live in a protobuf (over 2 GB).
 
-import { mkdtempSync, rmSync } from "node:fs";
+import { copyFileSync, mkdirSync, mkdtempSync, readFileSync, rmSync, symlinkSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, describe, expect, it } from "vitest";
 import { Graph } from "../src/graph/graph.js";
 import * as op from "../src/graph/ops.js";
+import { loadCausalLM } from "../src/model/load.js";
 import { SafetensorsCheckpoint } from "../src/model/safetensors-checkpoint.js";
 import { writeSafetensors } from "../src/model/safetensors.js";
 import { Session, tensor } from "../src/runtime/session.js";
@@ -35,5 +36,72 @@ describe("external-data initializers", () => {
     const out = await session.run({ x: tensor("float32", Float32Array.from([1, 0, 1]), [1, 3]) });
     await session.release();
     expect(Array.from(out.y.data as Float32Array)).toEqual([4, 10]);
+  });
+});
+
+/** The PyTorch reference values of a tiny fixture model. */
+function readExpected(fixture: string) {
+  return JSON.parse(readFileSync(`${fixture}.expected.json`, "utf8")) as {
+    sequences: { input_ids: number[]; logprobs: number[] }[];
+  };
+}
+
+describe("mapped model weights", () => {
+  it("are rejected where training needs them", () => {
+    const fixture = join(import.meta.dirname, "fixtures", "tiny", "llama-gqa");
+    const model = loadCausalLM(fixture, { mapWeights: true });
+    expect(() => model.weights).toThrow(/serves inference only; load it without mapWeights/);
+    expect(loadCausalLM(fixture).weights.size).toBeGreaterThan(0);
+  });
+
+  it("follow symbolic links into a blob store", async () => {
+    // The Hugging Face cache's layout: snapshot entries are relative links to blobs.
+    const fixture = join(import.meta.dirname, "fixtures", "tiny", "llama-gqa");
+    const root = join(dir, "hub-layout");
+    mkdirSync(join(root, "blobs"), { recursive: true });
+    mkdirSync(join(root, "snapshot"));
+    copyFileSync(join(fixture, "model.safetensors"), join(root, "blobs", "weights"));
+    symlinkSync("../blobs/weights", join(root, "snapshot", "model.safetensors"));
+    copyFileSync(join(fixture, "config.json"), join(root, "snapshot", "config.json"));
+    const expected = readExpected(fixture);
+
+    const model = loadCausalLM(join(root, "snapshot"), { mapWeights: true });
+    const [got] = await model.tokenLogprobs([expected.sequences[0].input_ids]);
+    expect(model.hasMappedWeights).toBe(true);
+    got.forEach((lp, t) =>
+      expect(Math.abs(lp - expected.sequences[0].logprobs[t])).toBeLessThanOrEqual(1e-4),
+    );
+    await model.release();
+  });
+
+  it("are read into memory when ORT cannot be given the checkpoint file", async () => {
+    // A temporary model file must sit beside a hard link to the checkpoint. Here the system
+    // temporary directory does not exist, and the checkpoint's directory is so deep that a
+    // link inside a new directory there would pass PATH_MAX (4096), so both places fail.
+    let deep = dir;
+    // Path lengths: checkpoint 4088, link 4104.
+    while (deep.length < 4070) deep = join(deep, "d".repeat(Math.min(200, 4069 - deep.length)));
+    mkdirSync(deep, { recursive: true });
+    const fixture = join(import.meta.dirname, "fixtures", "tiny", "llama-gqa");
+    for (const file of ["config.json", "model.safetensors"]) {
+      copyFileSync(join(fixture, file), join(deep, file));
+    }
+    const expected = readExpected(fixture);
+
+    const savedTmp = process.env.TMPDIR;
+    process.env.TMPDIR = join(dir, "missing");
+    try {
+      const model = loadCausalLM(deep, { mapWeights: true });
+      expect(model.hasMappedWeights).toBe(true);
+      const [got] = await model.tokenLogprobs([expected.sequences[0].input_ids]);
+      expect(model.hasMappedWeights).toBe(false);
+      got.forEach((lp, t) =>
+        expect(Math.abs(lp - expected.sequences[0].logprobs[t])).toBeLessThanOrEqual(1e-4),
+      );
+      await model.release();
+    } finally {
+      if (savedTmp === undefined) delete process.env.TMPDIR;
+      else process.env.TMPDIR = savedTmp;
+    }
   });
 });

@@ -57,7 +57,14 @@ function paddedBatchFeeds(batch: Expected["padded_batch"]) {
   };
 }
 
-describe.each(CASES)("%s", (name) => {
+// Each case runs twice: weights read into memory and bound as inputs, and float32 weights
+// left in the checkpoint file for ORT to map as external-data initializers.
+const LOADS = CASES.flatMap((name) => [
+  { name, mapWeights: false },
+  { name, mapWeights: true },
+]);
+
+describe.each(LOADS)("$name, mapWeights $mapWeights", ({ name, mapWeights }) => {
   const expected = JSON.parse(
     readFileSync(join(FIXTURES, `${name}.expected.json`), "utf8"),
   ) as Expected;
@@ -68,7 +75,9 @@ describe.each(CASES)("%s", (name) => {
   });
 
   it("token logprobs match PyTorch within 1e-4", async () => {
-    model = loadCausalLM(join(FIXTURES, name));
+    model = loadCausalLM(join(FIXTURES, name), { mapWeights });
+    // The BF16 and F16 fixtures are widened in memory either way.
+    expect(model.hasMappedWeights).toBe(mapWeights && !/f16/.test(name));
     const seqs = expected.sequences.map((s) => s.input_ids);
     const got = await model.tokenLogprobs(seqs);
     expected.sequences.forEach((s, i) => {

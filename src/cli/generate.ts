@@ -47,7 +47,7 @@ function promptIds(options: GenerateCommandOptions, tokenizer: Tokenizer | undef
 }
 
 export async function runGenerate(options: GenerateCommandOptions): Promise<void> {
-  const loaded = await loadModel(options.model, "if-present");
+  const loaded = await loadModel(options.model, "if-present", { mapWeights: true });
   const tokenizer = loaded.tokenizer;
   if (options.showGates && options.router === undefined) {
     throw new MidpoError("--show-gates reports the router's gates, so it needs --router DIR");

@@ -52,7 +52,7 @@ function idsOfRecord(
 }
 
 export async function runLogprobs(options: LogprobsCommandOptions): Promise<void> {
-  const loaded = await loadModel(options.model, "if-present");
+  const loaded = await loadModel(options.model, "if-present", { mapWeights: true });
   const tokenizer = loaded.tokenizer;
   const model = await applyVariant(loaded.model, loaded.directory, options, false);
   const max = model.config.maxPositionEmbeddings;

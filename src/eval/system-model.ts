@@ -63,7 +63,7 @@ export function systemContentHash(spec: SystemSpec, cacheDir = defaultCacheDir()
 
 /** Loads the system's model. Call `release()` when done with it. */
 export function buildSystemModel(spec: SystemSpec, tokenizer: Tokenizer): SystemModel {
-  const base = loadCausalLM(spec.base);
+  const base = loadCausalLM(spec.base, { mapWeights: true });
   checkTokenizerFits(tokenizer, base);
   const modules = decoderLinearModules(base.config);
   let model: CausalLM = base;

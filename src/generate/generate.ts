@@ -89,9 +89,11 @@ class KvCache {
   static open(model: CausalLM, capacity: number, batch: number): KvCache {
     const c = model.config;
     const floats = 2 * c.numHiddenLayers * capacity * batch * c.numKeyValueHeads * c.headDim;
+    // The idle buffer leaves the map either way: one too small for this call is dropped
+    // before the larger one is allocated, so that the collector may free it meanwhile.
     let storage = idleStorage.get(model);
-    if (storage !== undefined && storage.length >= floats) idleStorage.delete(model);
-    else storage = new Float32Array(floats);
+    idleStorage.delete(model);
+    if (storage === undefined || storage.length < floats) storage = new Float32Array(floats);
     return new KvCache(storage, c.numHiddenLayers, capacity, batch, c.numKeyValueHeads, c.headDim);
   }
 

@@ -46,14 +46,18 @@ export interface InlineInitializer {
   data: TypedArray;
 }
 
-/** Tensor data that ORT reads from a file at session creation (e.g. straight from a
- *  .safetensors file), so that models over protobuf's 2 GB limit still load. */
-export interface ExternalInitializer {
-  kind: "external";
-  tensor: Tensor;
+/** A run of bytes in a file: where an external-data initializer's values are stored. */
+export interface FileRange {
   path: string;
   offset: number;
   length: number;
+}
+
+/** Tensor data that ORT reads from a file at session creation (e.g. straight from a
+ *  .safetensors file), so that models over protobuf's 2 GB limit still load. */
+export interface ExternalInitializer extends FileRange {
+  kind: "external";
+  tensor: Tensor;
 }
 
 export type Initializer = InlineInitializer | ExternalInitializer;
@@ -93,12 +97,7 @@ export class Graph {
     return t;
   }
 
-  externalInitializer(
-    name: string,
-    dtype: DType,
-    shape: Shape,
-    file: { path: string; offset: number; length: number },
-  ): Tensor {
+  externalInitializer(name: string, dtype: DType, shape: Shape, file: FileRange): Tensor {
     const t = new Tensor(this, this.claim(name), dtype, shape);
     this.initializers.push({ kind: "external", tensor: t, ...file });
     return t;

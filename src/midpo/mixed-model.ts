@@ -11,18 +11,12 @@ export function mixedModel(
   router: Map<string, Float32Array> | null,
   exposeGates = false,
 ): CausalLM {
-  const weights: WeightMap = new Map([...base.weights, ...expertWeights(experts)]);
+  const weights: WeightMap = expertWeights(experts);
   if (mixing.kind === "router") {
     if (router === null) throw new Error("mixedModel: router mixing needs router weights");
     for (const [name, value] of router) weights.set(name, value);
   }
   const mixed = mixedLinear(experts, mixing, exposeGates);
   const label = mixing.kind === "router" ? "router" : `alpha ${mixing.alpha}, beta ${mixing.beta}`;
-  return new CausalLM(
-    base.config,
-    weights,
-    `${base.source} + experts (${label})`,
-    base.hasLmHead,
-    mixed.linear,
-  );
+  return base.withBranches(weights, mixed.linear, `${base.source} + experts (${label})`);
 }

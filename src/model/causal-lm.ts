@@ -3,8 +3,15 @@
 // weight buffers.
 
 import { MidpoError } from "../errors.js";
-import type { Graph } from "../graph/graph.js";
-import { Session, int64Tensor, tensor, weightFeeds, type Feeds } from "../runtime/session.js";
+import type { FileRange, Graph } from "../graph/graph.js";
+import {
+  ExternalDataPlacementError,
+  Session,
+  int64Tensor,
+  tensor,
+  weightFeeds,
+  type Feeds,
+} from "../runtime/session.js";
 import type { ModelConfig } from "./config.js";
 import {
   buildLlamaGraph,
@@ -14,6 +21,7 @@ import {
   type LinearOverride,
   type LlamaGraphOptions,
 } from "./llama.js";
+import { readTensorAsFloat32, type TensorInfo } from "./safetensors.js";
 
 export type WeightMap = Map<string, Float32Array>;
 
@@ -34,7 +42,8 @@ export class CausalLM {
 
   constructor(
     readonly config: ModelConfig,
-    readonly weights: WeightMap,
+    /** The weights held in memory: all of them unless some are mapped. */
+    private readonly held: WeightMap,
     /** Where the model came from, for messages. */
     readonly source: string,
     /** False for score models, whose checkpoints have no lm_head. */
@@ -44,11 +53,46 @@ export class CausalLM {
      * in every graph this model builds; their inputs are bound from `weights` too.
      */
     readonly linear?: LinearOverride,
+    /**
+     * Float32 weights left in their checkpoint file, which inference sessions map as
+     * external-data initializers instead of binding from `weights` (see loadCausalLM).
+     */
+    private readonly mapped: Map<string, TensorInfo> = new Map(),
   ) {
     for (const spec of weightSpecs(config, hasLmHead)) {
-      const w = weights.get(spec.name);
-      if (w === undefined) throw new Error(`${source}: weight ${spec.name} is not loaded`);
+      if (!held.has(spec.name) && !mapped.has(spec.name))
+        throw new Error(`${source}: weight ${spec.name} is not loaded`);
     }
+  }
+
+  /**
+   * Every weight, by checkpoint name, for code that trains, merges or saves them. A model
+   * loaded with mapped weights serves inference only, so this throws for it.
+   */
+  get weights(): WeightMap {
+    if (this.mapped.size > 0) {
+      throw new MidpoError(
+        `${this.source} was loaded with its weights left in the checkpoint file ` +
+          `(loadCausalLM with mapWeights), which serves inference only; load it without ` +
+          `mapWeights to train or merge it`,
+      );
+    }
+    return this.held;
+  }
+
+  /**
+   * Returns this model with extra weights and branches on its linear layers (a LoRA adapter,
+   * the MidPO experts and router). The new model shares this model's weights.
+   */
+  withBranches(extra: WeightMap, linear: LinearOverride, source: string): CausalLM {
+    const weights: WeightMap = new Map([...this.held, ...extra]);
+    const mapped = new Map(this.mapped);
+    return new CausalLM(this.config, weights, source, this.hasLmHead, linear, mapped);
+  }
+
+  /** True when some weights are read by ORT from the checkpoint file, not held here. */
+  get hasMappedWeights(): boolean {
+    return this.mapped.size > 0;
   }
 
   /** The session for one graph variant, created on first use. */
@@ -56,13 +100,32 @@ export class CausalLM {
     let s = this.sessions.get(key);
     if (s === undefined) {
       s = (async () => {
-        const graph = build();
-        const bound = { ...weightFeeds(graph, this.weights), ...this.lmHeadSliceFeeds(graph) };
-        return Session.create(graph, { bound });
+        try {
+          return await this.createSession(build());
+        } catch (error) {
+          if (!(error instanceof ExternalDataPlacementError)) throw error;
+          // ORT cannot reach the checkpoint from a temporary model file (different file
+          // systems and a read-only model directory): hold the weights in memory instead.
+          const { log } = await import("../log.js");
+          log.warn(`${error.message}; reading the weights into memory instead`);
+          this.readMappedWeights();
+          return await this.createSession(build());
+        }
       })();
       this.sessions.set(key, s);
     }
     return s;
+  }
+
+  private createSession(graph: Graph): Promise<Session> {
+    const bound = { ...weightFeeds(graph, this.held), ...this.lmHeadSliceFeeds(graph) };
+    return Session.create(graph, { bound });
+  }
+
+  /** Moves every mapped weight into `weights`, for graphs that take them as inputs. */
+  private readMappedWeights(): void {
+    for (const [name, info] of this.mapped) this.held.set(name, readTensorAsFloat32(info));
+    this.mapped.clear();
   }
 
   /**
@@ -72,7 +135,7 @@ export class CausalLM {
   private lmHeadSliceFeeds(graph: Graph): Feeds {
     const feeds: Feeds = {};
     const h = this.config.hiddenSize;
-    const weight = this.weights.get(lmHeadWeightName(this.config));
+    const weight = this.held.get(lmHeadWeightName(this.config));
     let start = 0;
     for (let k = 0; ; k++) {
       const input = graph.inputs.find((t) => t.name === `${LM_HEAD_SLICE}${k}`);
@@ -95,8 +158,20 @@ export class CausalLM {
       options.vocabSliceRows ?? "",
     ].join(":");
     return this.session(key, () =>
-      buildLlamaGraph(this.config, { ...options, linear: options.linear ?? this.linear }),
+      buildLlamaGraph(this.config, {
+        ...options,
+        linear: options.linear ?? this.linear,
+        mappedWeights: this.mappedRanges(),
+      }),
     );
+  }
+
+  private mappedRanges(): Map<string, FileRange> {
+    const ranges = new Map<string, FileRange>();
+    for (const [name, info] of this.mapped) {
+      ranges.set(name, { path: info.file, offset: info.byteOffset, length: info.byteLength });
+    }
+    return ranges;
   }
 
   /** Rejects sequences the model cannot attend over. */

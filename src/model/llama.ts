@@ -3,7 +3,8 @@
 // a SiLU-gated MLP, and an optional KV cache.
 //
 // Weights are graph inputs named as in the Hugging Face checkpoint and bound once per
-// session. Measured with ORT 1.31 on 2 cores: a 30-layer MLP chain runs at the same speed
+// session, or, for inference from a float32 checkpoint, external-data initializers that ORT
+// maps from the file (`mappedWeights`). Measured with ORT 1.31 on 2 cores: a 30-layer MLP chain runs at the same speed
 // with weights as initializers or as inputs, but initializers add 0.6-0.9 s to session
 // creation per 318 MB and get copied for pre-packing, while inputs wrap the loaded buffers
 // without a copy, need no 2 GB protobuf workaround, and let several graphs (scoring,
@@ -11,7 +12,7 @@
 // [out, in] matrix with FusedMatMul(transB), which measured as fast as MatMul on a
 // pre-transposed copy (155 vs 151 GFLOP/s at 1024 rows, 13 vs 11 at one row).
 
-import { Graph, Tensor } from "../graph/graph.js";
+import { Graph, Tensor, type FileRange } from "../graph/graph.js";
 import * as op from "../graph/ops.js";
 import type { DType } from "../graph/types.js";
 import type { ModelConfig } from "./config.js";
@@ -55,6 +56,12 @@ export interface LlamaGraphOptions {
   forGradients?: boolean;
   /** lm_head rows per slice of the log-prob outputs of inference graphs; see lmHeadSlices. */
   vocabSliceRows?: number;
+  /**
+   * Weights that stay in their checkpoint file: float32 values at the given byte ranges,
+   * which become external-data initializers that ORT maps from the file, instead of graph
+   * inputs. Applies to float32 graphs only.
+   */
+  mappedWeights?: ReadonlyMap<string, FileRange>;
 }
 
 /**
@@ -112,6 +119,8 @@ export function weightSpecs(c: ModelConfig, withLmHead = true): WeightSpec[] {
 
 class LlamaBuilder {
   readonly g = new Graph("llama");
+  /** Shapes of the checkpoint's weights; each becomes a graph tensor when first used. */
+  private readonly specs = new Map<string, number[]>();
   private readonly weights = new Map<string, Tensor>();
   private readonly dtype: DType;
 
@@ -121,13 +130,31 @@ class LlamaBuilder {
   ) {
     this.dtype = options.dtype ?? "float32";
     for (const spec of weightSpecs(c, options.output !== "hidden")) {
-      this.weights.set(spec.name, this.g.input(spec.name, this.dtype, spec.shape));
+      this.specs.set(spec.name, spec.shape);
     }
   }
 
+  private mappedFile(name: string): FileRange | undefined {
+    return this.dtype === "float32" ? this.options.mappedWeights?.get(name) : undefined;
+  }
+
+  /**
+   * The graph tensor of a checkpoint weight: an input, or an external-data initializer when
+   * the weight is mapped. Created on first use, so that a graph holds only the weights it
+   * reads (ORT warns about unused initializers).
+   */
   weight(name: string): Tensor {
-    const w = this.weights.get(name);
-    if (w === undefined) throw new Error(`llama graph: no weight ${name}`);
+    let w = this.weights.get(name);
+    if (w === undefined) {
+      const shape = this.specs.get(name);
+      if (shape === undefined) throw new Error(`llama graph: no weight ${name}`);
+      const file = this.mappedFile(name);
+      w =
+        file === undefined
+          ? this.g.input(name, this.dtype, shape)
+          : this.g.externalInitializer(name, "float32", shape, file);
+      this.weights.set(name, w);
+    }
     return w;
   }
 
@@ -139,8 +166,8 @@ class LlamaBuilder {
   linear(name: string, x: Tensor): Tensor {
     const base = (input: Tensor) => {
       const y = op.matmulTransB(input, this.weight(`${name}.weight`));
-      const bias = this.weights.get(`${name}.bias`);
-      return bias === undefined ? y : op.add(y, bias);
+      const bias = `${name}.bias`;
+      return this.specs.has(bias) ? op.add(y, this.weight(bias)) : y;
     };
     return this.options.linear ? this.options.linear(name, x, base) : base(x);
   }
@@ -295,7 +322,12 @@ class LlamaBuilder {
     const bias = this.attentionBias(inputIds, attentionMask);
     const cacheOut: Tensor[] = [];
 
-    let x = op.gather(this.weight("model.embed_tokens.weight"), inputIds, 0); // [B, S, H]
+    // A tied table is read through the lm_head slices when the graph has them, so that the
+    // table has one ORT mapping (see lmHeadRows).
+    let x =
+      c.tieWordEmbeddings && this.usesHeadSlices()
+        ? this.gatherHeadRows(inputIds)
+        : op.gather(this.weight("model.embed_tokens.weight"), inputIds, 0); // [B, S, H]
     for (let i = 0; i < c.numHiddenLayers; i++) {
       const attn = this.attention(
         i,
@@ -345,23 +377,85 @@ class LlamaBuilder {
    */
   private logprobHead(hidden: Tensor, targets: Tensor): Tensor {
     const normed = this.rmsNorm(hidden, "model.norm.weight");
-    const targetRows = op.gather(this.lmHeadWeight(), targets, 0); // [..., H]
-    const picked = op.reduceSum(op.mul(normed, targetRows), [-1], false);
-    if (this.options.forGradients) {
+    if (!this.usesHeadSlices()) {
+      const targetRows = op.gather(this.lmHeadWeight(), targets, 0); // [..., H]
+      const picked = op.reduceSum(op.mul(normed, targetRows), [-1], false);
       const logits = op.matmulTransB(normed, this.lmHeadWeight()); // [..., V]
       return op.sub(picked, op.reduceLogSumExp(logits, [-1], false));
     }
 
-    const slices = lmHeadSlices(this.c, this.options.vocabSliceRows);
-    const parts = slices.map((slice, k) => {
-      const rows = this.g.input(`${LM_HEAD_SLICE}${k}`, this.dtype, [
-        slice.end - slice.start,
-        this.c.hiddenSize,
-      ]);
-      return op.reduceLogSumExp(op.matmulTransB(normed, rows), [-1], true); // [..., 1]
-    });
+    const picked = op.reduceSum(op.mul(normed, this.gatherHeadRows(targets)), [-1], false);
+    const parts = this.lmHeadRows().map(
+      (s) => op.reduceLogSumExp(op.matmulTransB(normed, s.rows), [-1], true), // [..., 1]
+    );
     const lse = op.reduceLogSumExp(op.concat(parts, -1), [-1], false);
     return op.sub(picked, lse);
+  }
+
+  /** Log-prob outputs of inference graphs read the lm_head in slices (see lmHeadSlices). */
+  private usesHeadSlices(): boolean {
+    const output = this.options.output;
+    return (
+      (output === "token-logprobs" || output === "position-logprobs") &&
+      this.options.forGradients !== true
+    );
+  }
+
+  private headSlices: { start: number; rows: Tensor }[] | null = null;
+
+  /**
+   * Creates the lm_head slices: graph inputs `lm_head.rows.<k>` that callers bind to views of
+   * the weight, or, for a weight left in its file, external-data initializers over the
+   * slices' byte ranges. ORT maps each initializer on its own. A graph that also read the
+   * whole weight would therefore have the file's pages in memory twice.
+   */
+  private lmHeadRows(): { start: number; rows: Tensor }[] {
+    if (this.headSlices === null) {
+      const h = this.c.hiddenSize;
+      const file = this.mappedFile(lmHeadWeightName(this.c));
+      this.headSlices = lmHeadSlices(this.c, this.options.vocabSliceRows).map((slice, k) => {
+        const name = `${LM_HEAD_SLICE}${k}`;
+        const shape = [slice.end - slice.start, h];
+        const rows =
+          file === undefined
+            ? this.g.input(name, this.dtype, shape)
+            : this.g.externalInitializer(name, "float32", shape, {
+                path: file.path,
+                offset: file.offset + slice.start * h * 4,
+                length: shape[0] * h * 4,
+              });
+        return { start: slice.start, rows };
+      });
+    }
+    return this.headSlices;
+  }
+
+  /**
+   * Rows `ids` of the lm_head weight, [...ids, H], gathered from its slices: each slice
+   * gathers at the ids clamped into its range, and the slice that contains an id supplies its
+   * row. The extra gathers cost little next to the products with the slices.
+   */
+  private gatherHeadRows(ids: Tensor): Tensor {
+    const g = this.g;
+    let rows: Tensor | null = null;
+    for (const s of this.lmHeadRows()) {
+      const count = s.rows.shape[0] as number;
+      const local = op.sub(ids, op.scalar(g, s.start, "int64"));
+      const clamped = op.min(
+        op.max(local, op.scalar(g, 0, "int64")),
+        op.scalar(g, count - 1, "int64"),
+      );
+      const part = op.gather(s.rows, clamped, 0);
+      rows =
+        rows === null
+          ? part
+          : op.where(
+              op.unsqueeze(op.greaterOrEqual(local, op.scalar(g, 0, "int64")), [-1]),
+              part,
+              rows,
+            );
+    }
+    return rows!;
   }
 
   private addOutputs(x: Tensor, inputIds: Tensor): void {

@@ -8,6 +8,7 @@ import { CausalLM, type WeightMap } from "./causal-lm.js";
 import { weightSpecs } from "./llama.js";
 import { loadConfig } from "./load-config.js";
 import { SafetensorsCheckpoint } from "./safetensors-checkpoint.js";
+import { checkShape, type TensorInfo } from "./safetensors.js";
 
 export interface LoadedModel {
   model: CausalLM;
@@ -16,15 +17,33 @@ export interface LoadedModel {
   directory: string;
 }
 
+export interface LoadOptions {
+  /**
+   * Leave float32 weights in the checkpoint file for ORT to map when a session is created,
+   * instead of reading them into memory. The model then serves inference (log-probs,
+   * generation, adapters and experts on top) but not training, which updates or reads
+   * weights in memory. Saves the copy of the weights in JavaScript and the per-run inputs
+   * that bind them. F16 and BF16 weights are still read and widened.
+   */
+  mapWeights?: boolean;
+}
+
 /** Reads config.json and every weight (widened to float32) from a model directory. */
-export function loadCausalLM(dir: string): CausalLM {
+export function loadCausalLM(dir: string, options: LoadOptions = {}): CausalLM {
   const config = loadConfig(join(dir, "config.json"));
   const checkpoint = SafetensorsCheckpoint.open(dir);
   const weights: WeightMap = new Map();
+  const mapped = new Map<string, TensorInfo>();
   for (const spec of weightSpecs(config)) {
-    weights.set(spec.name, checkpoint.readFloat32(spec.name, spec.shape));
+    const info = checkpoint.info(spec.name);
+    if (options.mapWeights === true && info.dtype === "F32") {
+      checkShape(info, spec.shape);
+      mapped.set(spec.name, info);
+    } else {
+      weights.set(spec.name, checkpoint.readFloat32(spec.name, spec.shape));
+    }
   }
-  return new CausalLM(config, weights, dir);
+  return new CausalLM(config, weights, dir, true, undefined, mapped);
 }
 
 /** Rejects a tokenizer that can produce ids the model has no embedding for. */
@@ -45,12 +64,13 @@ export function checkTokenizerFits(tokenizer: Tokenizer, model: CausalLM): void 
 export async function loadModel(
   arg: string,
   withTokenizer: "required" | "if-present" | "no",
+  options: LoadOptions = {},
 ): Promise<LoadedModel> {
   // Loaded on use: the hub client and its dependencies take about 14 MiB of memory, which a
   // program that only opens local directories through loadCausalLM does not need.
   const { resolveModel } = await import("../hub/resolve.js");
   const directory = await resolveModel(arg);
-  const model = loadCausalLM(directory);
+  const model = loadCausalLM(directory, options);
   let tokenizer: Tokenizer | undefined;
   const hasTokenizer = existsSync(join(directory, "tokenizer.json"));
   if (withTokenizer === "required" || (withTokenizer === "if-present" && hasTokenizer)) {

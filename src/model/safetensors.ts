@@ -401,14 +401,22 @@ function readTensorData(info: TensorInfo): SafetensorsTensor {
   return { dtype: info.dtype, shape: [...info.shape], data };
 }
 
-function readTensorAsFloat32(info: TensorInfo, expectedShape?: readonly number[]): Float32Array {
-  if (expectedShape !== undefined && !shapesEqual(info.shape, expectedShape)) {
+/** Rejects a tensor whose stored shape is not `expected`. */
+export function checkShape(info: TensorInfo, expected: readonly number[]): void {
+  if (!shapesEqual(info.shape, expected)) {
     throw new MidpoError(
       `Tensor "${info.name}" in ${info.file} has shape [${info.shape.join(", ")}], expected ` +
-        `[${expectedShape.join(", ")}]. The checkpoint does not match its config.json, ` +
+        `[${expected.join(", ")}]. The checkpoint does not match its config.json, ` +
         `or it belongs to a different model.`,
     );
   }
+}
+
+export function readTensorAsFloat32(
+  info: TensorInfo,
+  expectedShape?: readonly number[],
+): Float32Array {
+  if (expectedShape !== undefined) checkShape(info, expectedShape);
   if (info.dtype !== "F32" && info.dtype !== "F16" && info.dtype !== "BF16") {
     throw new MidpoError(
       `Tensor "${info.name}" in ${info.file} has dtype ${info.dtype}, but only F32, F16 and ` +

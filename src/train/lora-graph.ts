@@ -72,7 +72,7 @@ export function loraLinear(modules: LoraModuleShape[], scale: number, dropout: b
 
 /** The base model with an adapter applied (dropout off), as a CausalLM for scoring and generation. */
 export function withAdapter(base: CausalLM, adapter: LoraAdapter): CausalLM {
-  const weights: WeightMap = new Map(base.weights);
+  const weights: WeightMap = new Map();
   const modules: LoraModuleShape[] = [];
   for (const [name, m] of adapter.modules) {
     const names = loraInputNames(name);
@@ -86,13 +86,7 @@ export function withAdapter(base: CausalLM, adapter: LoraAdapter): CausalLM {
     });
   }
   const branch = loraLinear(modules, loraScale(adapter.config), false);
-  return new CausalLM(
-    base.config,
-    weights,
-    `${base.source} + adapter`,
-    base.hasLmHead,
-    branch.linear,
-  );
+  return base.withBranches(weights, branch.linear, `${base.source} + adapter`);
 }
 
 /** W + scale · B A for every adapted module: the adapter merged into full weights. */
