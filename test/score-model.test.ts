@@ -4,7 +4,7 @@
 import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import { describe, expect, it } from "vitest";
-import { ScoreModel } from "../src/model/score-model.js";
+import { loadScoreModel, ScoreModel } from "../src/model/score-model.js";
 
 const DIR = join(import.meta.dirname, "fixtures", "score");
 
@@ -13,8 +13,11 @@ describe.each(["llama-seqcls", "pku-score-bf16"])("%s", (name) => {
     sequences: { input_ids: number[]; end_score: number }[];
   };
 
-  it("end scores match PyTorch within 1e-4", async () => {
-    const model = ScoreModel.load(join(DIR, name));
+  it.each([false, true])("end scores match PyTorch, mapWeights %s", async (mapWeights) => {
+    const model = new ScoreModel(loadScoreModel(join(DIR, name), { mapWeights }));
+    // Only the F32 checkpoint maps its weights; the BF16 one is widened in memory.
+    const mapsWeights = mapWeights && name === "llama-seqcls";
+    expect(model.files.mapped.size > 0).toBe(mapsWeights);
     const scores = await model.endScores(expected.sequences.map((s) => s.input_ids));
     expected.sequences.forEach((s, i) =>
       expect(Math.abs(scores[i] - s.end_score)).toBeLessThanOrEqual(1e-4),

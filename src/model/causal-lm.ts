@@ -3,15 +3,8 @@
 // weight buffers.
 
 import { MidpoError } from "../errors.js";
-import type { FileRange, Graph } from "../graph/graph.js";
-import {
-  ExternalDataPlacementError,
-  Session,
-  int64Tensor,
-  tensor,
-  weightFeeds,
-  type Feeds,
-} from "../runtime/session.js";
+import type { Graph } from "../graph/graph.js";
+import { Session, int64Tensor, tensor, weightFeeds, type Feeds } from "../runtime/session.js";
 import type { ModelConfig } from "./config.js";
 import {
   buildLlamaGraph,
@@ -21,7 +14,7 @@ import {
   type LinearOverride,
   type LlamaGraphOptions,
 } from "./llama.js";
-import { readTensorAsFloat32, type TensorInfo } from "./safetensors.js";
+import { createMappedSession, fileRanges, type MappedWeights } from "./mapped-weights.js";
 
 export type WeightMap = Map<string, Float32Array>;
 
@@ -57,7 +50,7 @@ export class CausalLM {
      * Float32 weights left in their checkpoint file, which inference sessions map as
      * external-data initializers instead of binding from `weights` (see loadCausalLM).
      */
-    private readonly mapped: Map<string, TensorInfo> = new Map(),
+    private readonly mapped: MappedWeights = new Map(),
   ) {
     for (const spec of weightSpecs(config, hasLmHead)) {
       if (!held.has(spec.name) && !mapped.has(spec.name))
@@ -99,19 +92,7 @@ export class CausalLM {
   session(key: string, build: () => Graph): Promise<Session> {
     let s = this.sessions.get(key);
     if (s === undefined) {
-      s = (async () => {
-        try {
-          return await this.createSession(build());
-        } catch (error) {
-          if (!(error instanceof ExternalDataPlacementError)) throw error;
-          // ORT cannot reach the checkpoint from a temporary model file (different file
-          // systems and a read-only model directory): hold the weights in memory instead.
-          const { log } = await import("../log.js");
-          log.warn(`${error.message}; reading the weights into memory instead`);
-          this.readMappedWeights();
-          return await this.createSession(build());
-        }
-      })();
+      s = createMappedSession(this.mapped, this.held, () => this.createSession(build()));
       this.sessions.set(key, s);
     }
     return s;
@@ -120,12 +101,6 @@ export class CausalLM {
   private createSession(graph: Graph): Promise<Session> {
     const bound = { ...weightFeeds(graph, this.held), ...this.lmHeadSliceFeeds(graph) };
     return Session.create(graph, { bound });
-  }
-
-  /** Moves every mapped weight into `weights`, for graphs that take them as inputs. */
-  private readMappedWeights(): void {
-    for (const [name, info] of this.mapped) this.held.set(name, readTensorAsFloat32(info));
-    this.mapped.clear();
   }
 
   /**
@@ -161,17 +136,9 @@ export class CausalLM {
       buildLlamaGraph(this.config, {
         ...options,
         linear: options.linear ?? this.linear,
-        mappedWeights: this.mappedRanges(),
+        mappedWeights: fileRanges(this.mapped),
       }),
     );
-  }
-
-  private mappedRanges(): Map<string, FileRange> {
-    const ranges = new Map<string, FileRange>();
-    for (const [name, info] of this.mapped) {
-      ranges.set(name, { path: info.file, offset: info.byteOffset, length: info.byteLength });
-    }
-    return ranges;
   }
 
   /** Rejects sequences the model cannot attend over. */

@@ -4,11 +4,11 @@ import { existsSync } from "node:fs";
 import { join } from "node:path";
 import { MidpoError } from "../errors.js";
 import type { Tokenizer } from "../tokenize/tokenizer.js";
-import { CausalLM, type WeightMap } from "./causal-lm.js";
+import { CausalLM } from "./causal-lm.js";
 import { weightSpecs } from "./llama.js";
 import { loadConfig } from "./load-config.js";
 import { SafetensorsCheckpoint } from "./safetensors-checkpoint.js";
-import { checkShape, type TensorInfo } from "./safetensors.js";
+import { readOrMapWeights } from "./mapped-weights.js";
 
 export interface LoadedModel {
   model: CausalLM;
@@ -32,18 +32,12 @@ export interface LoadOptions {
 export function loadCausalLM(dir: string, options: LoadOptions = {}): CausalLM {
   const config = loadConfig(join(dir, "config.json"));
   const checkpoint = SafetensorsCheckpoint.open(dir);
-  const weights: WeightMap = new Map();
-  const mapped = new Map<string, TensorInfo>();
-  for (const spec of weightSpecs(config)) {
-    const info = checkpoint.info(spec.name);
-    if (options.mapWeights === true && info.dtype === "F32") {
-      checkShape(info, spec.shape);
-      mapped.set(spec.name, info);
-    } else {
-      weights.set(spec.name, checkpoint.readFloat32(spec.name, spec.shape));
-    }
-  }
-  return new CausalLM(config, weights, dir, true, undefined, mapped);
+  const { held, mapped } = readOrMapWeights(
+    checkpoint,
+    weightSpecs(config),
+    options.mapWeights === true,
+  );
+  return new CausalLM(config, held, dir, true, undefined, mapped);
 }
 
 /** Rejects a tokenizer that can produce ids the model has no embedding for. */

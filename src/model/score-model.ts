@@ -9,13 +9,20 @@
 import { existsSync, mkdirSync, readFileSync, renameSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { MidpoError } from "../errors.js";
-import type { Graph, Tensor } from "../graph/graph.js";
+import type { FileRange, Graph, Tensor } from "../graph/graph.js";
 import * as op from "../graph/ops.js";
 import { Session, int64Tensor, tensor, weightFeeds, type Feeds } from "../runtime/session.js";
 import type { WeightMap } from "./causal-lm.js";
 import type { ModelConfig } from "./config.js";
 import { buildLlamaGraph, weightSpecs, type LinearOverride } from "./llama.js";
 import { parseConfig } from "./load-config.js";
+import type { LoadOptions } from "./load.js";
+import {
+  createMappedSession,
+  fileRanges,
+  readOrMapWeights,
+  type MappedWeights,
+} from "./mapped-weights.js";
 import { SafetensorsCheckpoint } from "./safetensors-checkpoint.js";
 import { writeSafetensors, type SafetensorsTensor } from "./safetensors.js";
 
@@ -45,7 +52,10 @@ export interface ScoreModelFiles {
   config: ModelConfig;
   /** The raw config.json, kept so saving preserves unknown keys. */
   rawConfig: Record<string, unknown>;
+  /** The backbone weights held in memory: all of them unless some are mapped. */
   weights: WeightMap;
+  /** Backbone weights left in the checkpoint file for ORT to map (inference only). */
+  mapped: MappedWeights;
   head: ScoreHead;
   kind: ScoreKind | null;
   directory: string;
@@ -55,8 +65,11 @@ function readFloats(checkpoint: SafetensorsCheckpoint, name: string): Float32Arr
   return checkpoint.has(name) ? checkpoint.readFloat32(name) : null;
 }
 
-/** Reads a score-model directory in either supported layout. */
-export function loadScoreModel(dir: string): ScoreModelFiles {
+/**
+ * Reads a score-model directory in either supported layout. With `mapWeights`, float32
+ * backbone weights stay in the file, as for loadCausalLM: such files serve ScoreModel only.
+ */
+export function loadScoreModel(dir: string, options: LoadOptions = {}): ScoreModelFiles {
   const configPath = join(dir, "config.json");
   if (!existsSync(configPath)) {
     throw new MidpoError(
@@ -82,10 +95,11 @@ export function loadScoreModel(dir: string): ScoreModelFiles {
   }
   const config = parseConfig({ ...raw, architectures: [backbone] }, configPath);
   const checkpoint = SafetensorsCheckpoint.open(dir);
-  const weights: WeightMap = new Map();
-  for (const spec of weightSpecs(config, false)) {
-    weights.set(spec.name, checkpoint.readFloat32(spec.name, spec.shape));
-  }
+  const { held, mapped } = readOrMapWeights(
+    checkpoint,
+    weightSpecs(config, false),
+    options.mapWeights === true,
+  );
 
   const headName = checkpoint.has("score_head.weight") ? "score_head" : "score";
   if (!checkpoint.has(`${headName}.weight`)) {
@@ -105,7 +119,8 @@ export function loadScoreModel(dir: string): ScoreModelFiles {
   return {
     config,
     rawConfig: raw,
-    weights,
+    weights: held,
+    mapped,
     head: { weight, bias, normalizer },
     kind,
     directory: dir,
@@ -122,8 +137,15 @@ export function buildScoreGraph(
   linear?: LinearOverride,
   dtype: "float32" | "float64" = "float32",
   forGradients = false,
+  mappedWeights?: ReadonlyMap<string, FileRange>,
 ): { graph: Graph; scores: Tensor; head: Tensor } {
-  const g = buildLlamaGraph(config, { output: "hidden", dtype, linear, forGradients });
+  const g = buildLlamaGraph(config, {
+    output: "hidden",
+    dtype,
+    linear,
+    forGradients,
+    mappedWeights,
+  });
   const hidden = g.outputs.find((t) => t.name === "hidden")!;
   const lastMask = g.input("last_token_mask", dtype, ["batch", "seq"]);
   const end = op.reduceSum(op.mul(hidden, op.unsqueeze(lastMask, [2])), [1], false); // [B, H]
@@ -195,21 +217,28 @@ export class ScoreModel {
 
   constructor(readonly files: ScoreModelFiles) {}
 
+  /** Loads a score model for scoring, with its float32 weights mapped from the file. */
   static load(dir: string): ScoreModel {
-    return new ScoreModel(loadScoreModel(dir));
+    return new ScoreModel(loadScoreModel(dir, { mapWeights: true }));
   }
 
   private getSession(): Promise<Session> {
     if (this.session === null) {
-      const { graph, scores } = buildScoreGraph(this.files.config);
-      graph.output("scores", scores);
-      const bound = weightFeeds(graph, this.files.weights);
-      bound["score.weight"] = tensor("float32", this.files.head.weight, [
-        1,
-        this.files.config.hiddenSize,
-      ]);
-      bound["score.bias"] = tensor("float32", Float32Array.of(this.files.head.bias), []);
-      this.session = Session.create(graph, { bound });
+      const files = this.files;
+      this.session = createMappedSession(files.mapped, files.weights, () => {
+        const { graph, scores } = buildScoreGraph(
+          files.config,
+          undefined,
+          "float32",
+          false,
+          fileRanges(files.mapped),
+        );
+        graph.output("scores", scores);
+        const bound = weightFeeds(graph, files.weights);
+        bound["score.weight"] = tensor("float32", files.head.weight, [1, files.config.hiddenSize]);
+        bound["score.bias"] = tensor("float32", Float32Array.of(files.head.bias), []);
+        return Session.create(graph, { bound });
+      });
     }
     return this.session;
   }
