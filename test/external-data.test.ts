@@ -1,7 +1,15 @@
 // Frozen weights as ONNX external-data initializers that point straight into a .safetensors
 // file, the route for models whose weights cannot live in a protobuf (over 2 GB).
 
-import { copyFileSync, mkdirSync, mkdtempSync, readFileSync, rmSync, symlinkSync } from "node:fs";
+import {
+  copyFileSync,
+  mkdirSync,
+  mkdtempSync,
+  readFileSync,
+  renameSync,
+  rmSync,
+  symlinkSync,
+} from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, describe, expect, it } from "vitest";
@@ -74,31 +82,64 @@ describe("mapped model weights", () => {
     await model.release();
   });
 
-  it("are read into memory when ORT cannot be given the checkpoint file", async () => {
-    // A temporary model file must sit beside a hard link to the checkpoint. Here the system
-    // temporary directory does not exist, and the checkpoint's directory is so deep that a
-    // link inside a new directory there would pass PATH_MAX (4096), so both places fail.
-    let deep = dir;
-    // Path lengths: checkpoint 4088, link 4104.
-    while (deep.length < 4070) deep = join(deep, "d".repeat(Math.min(200, 4069 - deep.length)));
-    mkdirSync(deep, { recursive: true });
+  it("are rejected after the file is replaced or removed", async () => {
     const fixture = join(import.meta.dirname, "fixtures", "tiny", "llama-gqa");
+    const copy = join(dir, "replaced");
+    mkdirSync(copy);
     for (const file of ["config.json", "model.safetensors"]) {
-      copyFileSync(join(fixture, file), join(deep, file));
+      copyFileSync(join(fixture, file), join(copy, file));
     }
+    const ids = readExpected(fixture).sequences[0].input_ids;
+
+    const replaced = loadCausalLM(copy, { mapWeights: true });
+    copyFileSync(join(fixture, "model.safetensors"), join(copy, "new.safetensors"));
+    renameSync(join(copy, "new.safetensors"), join(copy, "model.safetensors"));
+    await expect(replaced.tokenLogprobs([ids])).rejects.toThrow(
+      /model.safetensors was changed after the model was loaded/,
+    );
+
+    const removed = loadCausalLM(copy, { mapWeights: true });
+    rmSync(join(copy, "model.safetensors"));
+    await expect(removed.tokenLogprobs([ids])).rejects.toThrow(
+      /model.safetensors was removed after the model was loaded/,
+    );
+  });
+
+  it("are read into memory when ORT cannot be given the checkpoint files", async () => {
+    // Shards in two directories need a temporary model file beside hard links to both. Here
+    // the system temporary directory does not exist, and the first shard's directory is so
+    // deep that a link inside a new directory there would pass PATH_MAX (4096).
+    const deepDir = (root: string) => {
+      let deep = root;
+      // Path lengths: shards 4095 (the longest a path may be), link 4096.
+      while (deep.length < 4062) deep = join(deep, "d".repeat(Math.min(200, 4061 - deep.length)));
+      mkdirSync(deep, { recursive: true });
+      return deep;
+    };
+    const model = deepDir(join(dir, "a"));
+    const other = deepDir(join(dir, "b"));
+    const fixture = join(import.meta.dirname, "fixtures", "tiny", "mistral-sharded");
+    for (const file of ["config.json", "model.safetensors.index.json"]) {
+      copyFileSync(join(fixture, file), join(model, file));
+    }
+    const first = "model-00001-of-00002.safetensors";
+    const second = "model-00002-of-00002.safetensors";
+    copyFileSync(join(fixture, first), join(model, first));
+    copyFileSync(join(fixture, second), join(other, second));
+    symlinkSync(join(other, second), join(model, second));
     const expected = readExpected(fixture);
 
     const savedTmp = process.env.TMPDIR;
     process.env.TMPDIR = join(dir, "missing");
     try {
-      const model = loadCausalLM(deep, { mapWeights: true });
-      expect(model.hasMappedWeights).toBe(true);
-      const [got] = await model.tokenLogprobs([expected.sequences[0].input_ids]);
-      expect(model.hasMappedWeights).toBe(false);
+      const loaded = loadCausalLM(model, { mapWeights: true });
+      expect(loaded.hasMappedWeights).toBe(true);
+      const [got] = await loaded.tokenLogprobs([expected.sequences[0].input_ids]);
+      expect(loaded.hasMappedWeights).toBe(false);
       got.forEach((lp, t) =>
         expect(Math.abs(lp - expected.sequences[0].logprobs[t])).toBeLessThanOrEqual(1e-4),
       );
-      await model.release();
+      await loaded.release();
     } finally {
       if (savedTmp === undefined) delete process.env.TMPDIR;
       else process.env.TMPDIR = savedTmp;

@@ -1,7 +1,9 @@
 // End scores of score models in both checkpoint layouts against float64 PyTorch references
 // (scripts/reference/score_reference.py).
 
-import { readFileSync } from "node:fs";
+import { spawnSync } from "node:child_process";
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { describe, expect, it } from "vitest";
 import { loadScoreModel, ScoreModel } from "../src/model/score-model.js";
@@ -31,5 +33,38 @@ describe("score model loading", () => {
     expect(() =>
       ScoreModel.load(join(import.meta.dirname, "fixtures", "tiny", "llama-gqa")),
     ).toThrow(/not a score model/);
+  });
+});
+
+describe("midpo score", () => {
+  it("scores input_ids without a tokenizer", () => {
+    const work = mkdtempSync(join(tmpdir(), "midpo-score-cli-"));
+    try {
+      const expected = JSON.parse(
+        readFileSync(join(DIR, "llama-seqcls.expected.json"), "utf8"),
+      ) as { sequences: { input_ids: number[]; end_score: number }[] };
+      const data = join(work, "data.jsonl");
+      writeFileSync(
+        data,
+        expected.sequences.map((s) => JSON.stringify({ input_ids: s.input_ids })).join("\n"),
+      );
+      const bin = join(import.meta.dirname, "..", "bin", "midpo.js");
+      const args = ["score", "--model", join(DIR, "llama-seqcls"), "--data", data];
+      const run = spawnSync(process.execPath, [bin, ...args, "--cache-dir", join(work, "c")], {
+        encoding: "utf8",
+      });
+      expect(run.stderr).not.toMatch(/tokenizer/);
+      expect(run.status).toBe(0);
+      const scores = run.stdout
+        .trim()
+        .split("\n")
+        .map((line) => (JSON.parse(line) as { score: number }).score);
+      expect(scores.length).toBe(expected.sequences.length);
+      expected.sequences.forEach((s, i) =>
+        expect(Math.abs(scores[i] - s.end_score)).toBeLessThanOrEqual(1e-4),
+      );
+    } finally {
+      rmSync(work, { recursive: true, force: true });
+    }
   });
 });

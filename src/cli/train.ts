@@ -189,13 +189,15 @@ export function registerTrainCommands(program: Command): void {
     .option("--cache-dir <dir>", "where scores are cached")
     .option("--batch-tokens <n>", "max tokens per batch", parseInteger(1), 4096)
     .action(async (o) => {
-      const tokenizer = Tokenizer.fromDirectory(o.model);
+      // Read only when a line has text: lines with input_ids need no tokenizer.
+      let tokenizer: Tokenizer | undefined;
       const seqs: number[][] = [];
       for await (const { line, value } of readJsonl(o.data)) {
         const v = value as Record<string, unknown>;
         if (Array.isArray(v.input_ids)) {
           seqs.push(v.input_ids as number[]);
         } else if (typeof v.prompt === "string" && typeof v.response === "string") {
+          tokenizer ??= Tokenizer.fromDirectory(o.model);
           const prompt = formatSafeRlhfPrompt([v.prompt], tokenizer.eosToken ?? "");
           seqs.push([
             ...tokenizer.encode(prompt + v.response),

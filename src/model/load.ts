@@ -24,6 +24,12 @@ export interface LoadOptions {
    * generation, adapters and experts on top) but not training, which updates or reads
    * weights in memory. Saves the copy of the weights in JavaScript and the per-run inputs
    * that bind them. F16 and BF16 weights are still read and widened.
+   *
+   * NOTE: the file must stay as it is while the model is in use. A file replaced before a
+   * session starts is rejected, but one rewritten in place or truncated under a running
+   * session changes its results or ends the process (SIGBUS), as with any memory-mapped
+   * file. Each session maps the file on its own, so resident memory counts the weights once
+   * per session, although the pages are shared.
    */
   mapWeights?: boolean;
 }

@@ -6,7 +6,7 @@
 
 import { linkSync, mkdtempSync, realpathSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
-import { dirname, join, resolve } from "node:path";
+import { basename, dirname, join, resolve } from "node:path";
 import * as ort from "onnxruntime-node";
 import { MidpoError } from "../errors.js";
 import type { Graph } from "../graph/graph.js";
@@ -74,12 +74,13 @@ export class Session {
 }
 
 /**
- * Creates the ORT session. ORT accepts only relative external-data locations inside the model
- * file's directory and rejects symbolic links that leave it, so a graph with external-data
- * initializers is written to a temporary directory beside hard links to its data files:
- * in the system temporary directory when that is on the same file system, else in the data
- * file's own directory. ORT maps the data when the session is created, so the directory
- * can go right after.
+ * Creates the ORT session. ORT accepts only relative external-data locations inside one base
+ * directory and rejects symbolic links that leave it. When all data files (after resolving
+ * links) are in one directory, the model loads from bytes with that directory as the base.
+ * Otherwise it is written to a temporary directory beside hard links to its data files: in
+ * the system temporary directory when that is on the same file system, else in the first
+ * data file's directory. ORT maps the data when the session is created, so the temporary
+ * directory can go right after.
  */
 async function createInner(
   graph: Graph,
@@ -92,6 +93,19 @@ async function createInner(
     ...new Set(graph.initializers.flatMap((i) => (i.kind === "external" ? [real(i.path)] : []))),
   ];
   if (files.length === 0) return ort.InferenceSession.create(toOnnxBytes(graph), options);
+
+  // All data files in one directory (one checkpoint, or the cache's blob directory): the
+  // model loads from bytes, with that directory as the base of its relative locations.
+  const folders = new Set(files.map((file) => dirname(file)));
+  if (folders.size === 1) {
+    const folder = [...folders][0];
+    const extra = {
+      ...(options.extra as Record<string, Record<string, string>> | undefined),
+    };
+    extra.session = { ...extra.session, model_external_initializers_file_folder_path: folder };
+    const bytes = toOnnxBytes(graph, (path) => basename(real(path)));
+    return ort.InferenceSession.create(bytes, { ...options, extra });
+  }
 
   const names = new Map(files.map((file, i) => [file, `external-${i}.bin`]));
   const dir = linkedDirectory(names);
