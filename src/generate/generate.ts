@@ -32,7 +32,9 @@ export interface GenerateOptions extends SamplingOptions {
   ) => void;
   /**
    * Maximum tokens (rows x positions) per model run while reading the prompts. Longer
-   * prompts are read in several runs, so that one run's activations stay small. Default 256.
+   * prompts are read in several runs, so that one run's activations and KV output stay small.
+   * Default 128: on a SmolLM-135M shape at batch 16, 128 instead of 256 lowered a decode
+   * process's peak RSS by about 15 MiB (ORT 1.31, 2 cores).
    */
   prefillChunkTokens?: number;
   /** Token id written into padding positions; any id in the vocabulary works. */
@@ -230,7 +232,7 @@ async function decode(
   };
 
   // Long prompts go in several runs, so that the activations of one run stay small.
-  const chunkTokens = options.prefillChunkTokens ?? 256;
+  const chunkTokens = options.prefillChunkTokens ?? 128;
   if (!Number.isFinite(chunkTokens) || chunkTokens < 1) {
     throw new Error(`generate: prefillChunkTokens must be a number >= 1, got ${chunkTokens}`);
   }
