@@ -14,6 +14,7 @@ import { performance } from "node:perf_hooks";
 import { Command, InvalidArgumentError } from "commander";
 
 import { generate, type GenerateOptions } from "../src/generate/generate.js";
+import { DEFAULT_SAMPLING } from "../src/generate/sampling.js";
 import { Graph } from "../src/graph/graph.js";
 import * as op from "../src/graph/ops.js";
 import type { CausalLM } from "../src/model/causal-lm.js";
@@ -176,13 +177,10 @@ async function measureDecode(
 ): Promise<DecodeResult> {
   const prompts = plan.decode_prompts.slice(0, batch);
   const options: GenerateOptions = {
+    ...DEFAULT_SAMPLING,
     maxNewTokens: plan.new_tokens,
     seed: 0,
     eosTokenIds: [],
-    temperature: 0,
-    topK: 0,
-    topP: 1,
-    repetitionPenalty: 1,
   };
 
   let start = performance.now();

@@ -5,6 +5,7 @@ import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import { afterAll, describe, expect, it } from "vitest";
 import { generate } from "../src/generate/generate.js";
+import { DEFAULT_SAMPLING } from "../src/generate/sampling.js";
 import type { CausalLM } from "../src/model/causal-lm.js";
 import { loadCausalLM } from "../src/model/load.js";
 import { int64Tensor } from "../src/runtime/session.js";
@@ -32,15 +33,7 @@ function maxAbsDiff(a: readonly number[], b: readonly number[]): number {
 
 /** Greedy sampling settings for `maxNewTokens` tokens. */
 function greedy(maxNewTokens: number) {
-  return {
-    maxNewTokens,
-    seed: 0,
-    eosTokenIds: [],
-    temperature: 0,
-    topK: 0,
-    topP: 1,
-    repetitionPenalty: 1,
-  };
+  return { ...DEFAULT_SAMPLING, maxNewTokens, seed: 0, eosTokenIds: [] };
 }
 
 /** Model inputs for the fixture's right-padded batch, positions counted from 0. */
@@ -77,7 +70,8 @@ describe.each(LOADS)("$name, mapWeights $mapWeights", ({ name, mapWeights }) => 
   it("token logprobs match PyTorch within 1e-4", async () => {
     model = loadCausalLM(join(FIXTURES, name), { mapWeights });
     // The BF16 and F16 fixtures are widened in memory either way.
-    expect(model.hasMappedWeights).toBe(mapWeights && !/f16/.test(name));
+    const mapsWeights = mapWeights && !/f16/.test(name);
+    expect(model.hasMappedWeights).toBe(mapsWeights);
     const seqs = expected.sequences.map((s) => s.input_ids);
     const got = await model.tokenLogprobs(seqs);
     expected.sequences.forEach((s, i) => {

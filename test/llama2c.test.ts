@@ -8,6 +8,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, describe, expect, it } from "vitest";
 import { generate } from "../src/generate/generate.js";
+import { DEFAULT_SAMPLING } from "../src/generate/sampling.js";
 import { convertLlama2c, permuteForRotateHalf } from "../src/model/llama2c.js";
 import { loadCausalLM } from "../src/model/load.js";
 
@@ -50,13 +51,10 @@ describe.skipIf(!existsSync(BIN))("stories260K", () => {
     lp.forEach((v, i) => expect(Math.abs(v - expected.prompt_logprobs[i])).toBeLessThan(1e-4));
 
     const [gen] = await generate(model, [expected.prompt], {
+      ...DEFAULT_SAMPLING,
       maxNewTokens: expected.max_new_tokens,
       seed: 0,
       eosTokenIds: [],
-      temperature: 0,
-      topK: 0,
-      topP: 1,
-      repetitionPenalty: 1,
     });
     expect(gen.tokens).toEqual(expected.new_tokens);
     await model.release();

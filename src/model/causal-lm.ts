@@ -35,8 +35,8 @@ export class CausalLM {
 
   constructor(
     readonly config: ModelConfig,
-    /** The weights held in memory: all of them unless some are mapped. */
-    private readonly held: WeightMap,
+    /** The weights in memory: all of them unless some are mapped. */
+    private readonly inMemory: WeightMap,
     /** Where the model came from, for messages. */
     readonly source: string,
     /** False for score models, whose checkpoints have no lm_head. */
@@ -53,7 +53,7 @@ export class CausalLM {
     private readonly mapped: MappedWeights = new Map(),
   ) {
     for (const spec of weightSpecs(config, hasLmHead)) {
-      if (!held.has(spec.name) && !mapped.has(spec.name))
+      if (!inMemory.has(spec.name) && !mapped.has(spec.name))
         throw new Error(`${source}: weight ${spec.name} is not loaded`);
     }
   }
@@ -70,7 +70,7 @@ export class CausalLM {
           `mapWeights to train or merge it`,
       );
     }
-    return this.held;
+    return this.inMemory;
   }
 
   /**
@@ -78,12 +78,12 @@ export class CausalLM {
    * the MidPO experts and router). The new model shares this model's weights.
    */
   withBranches(extra: WeightMap, linear: LinearOverride, source: string): CausalLM {
-    const weights: WeightMap = new Map([...this.held, ...extra]);
+    const weights: WeightMap = new Map([...this.inMemory, ...extra]);
     const mapped = new Map(this.mapped);
     return new CausalLM(this.config, weights, source, this.hasLmHead, linear, mapped);
   }
 
-  /** True when some weights are read by ORT from the checkpoint file, not held here. */
+  /** True when some weights are read by ORT from the checkpoint file, not kept in memory. */
   get hasMappedWeights(): boolean {
     return this.mapped.size > 0;
   }
@@ -92,14 +92,14 @@ export class CausalLM {
   session(key: string, build: () => Graph): Promise<Session> {
     let s = this.sessions.get(key);
     if (s === undefined) {
-      s = createMappedSession(this.mapped, this.held, () => this.createSession(build()));
+      s = createMappedSession(this.mapped, this.inMemory, () => this.createSession(build()));
       this.sessions.set(key, s);
     }
     return s;
   }
 
   private createSession(graph: Graph): Promise<Session> {
-    const bound = { ...weightFeeds(graph, this.held), ...this.lmHeadSliceFeeds(graph) };
+    const bound = { ...weightFeeds(graph, this.inMemory), ...this.lmHeadSliceFeeds(graph) };
     return Session.create(graph, { bound });
   }
 
@@ -110,7 +110,7 @@ export class CausalLM {
   private lmHeadSliceFeeds(graph: Graph): Feeds {
     const feeds: Feeds = {};
     const h = this.config.hiddenSize;
-    const weight = this.held.get(lmHeadWeightName(this.config));
+    const weight = this.inMemory.get(lmHeadWeightName(this.config));
     let start = 0;
     for (let k = 0; ; k++) {
       const input = graph.inputs.find((t) => t.name === `${LM_HEAD_SLICE}${k}`);

@@ -140,7 +140,7 @@ class LlamaBuilder {
 
   /**
    * The graph tensor of a checkpoint weight: an input, or an external-data initializer when
-   * the weight is mapped. Created on first use, so that a graph holds only the weights it
+   * the weight is mapped. Created on first use, so that a graph contains only the weights it
    * reads (ORT warns about unused initializers).
    */
   weight(name: string): Tensor {

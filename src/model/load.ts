@@ -38,12 +38,12 @@ export interface LoadOptions {
 export function loadCausalLM(dir: string, options: LoadOptions = {}): CausalLM {
   const config = loadConfig(join(dir, "config.json"));
   const checkpoint = SafetensorsCheckpoint.open(dir);
-  const { held, mapped } = readOrMapWeights(
+  const { inMemory, mapped } = readOrMapWeights(
     checkpoint,
     weightSpecs(config),
     options.mapWeights === true,
   );
-  return new CausalLM(config, held, dir, true, undefined, mapped);
+  return new CausalLM(config, inMemory, dir, true, undefined, mapped);
 }
 
 /** Rejects a tokenizer that can produce ids the model has no embedding for. */

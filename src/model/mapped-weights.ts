@@ -62,12 +62,13 @@ export function fileRanges(mapped: MappedWeights): Map<string, FileRange> {
 
 /**
  * Runs `create`, which builds a graph from the current contents of `mapped` and creates its
- * session. When ORT cannot be given the checkpoint file (different file systems and a
- * read-only model directory), moves every mapped weight into `held` and runs `create` again.
+ * session. When ORT cannot be given the checkpoint files (shards in several directories that
+ * cannot be linked into one), reads every mapped weight into `inMemory` and runs `create`
+ * again.
  */
 export async function createMappedSession(
   mapped: MappedWeights,
-  held: WeightMap,
+  inMemory: WeightMap,
   create: () => Promise<Session>,
 ): Promise<Session> {
   checkMappedFiles(mapped);
@@ -80,23 +81,23 @@ export async function createMappedSession(
       `${error.message}; reading the weights into memory instead. To map them from the ` +
         `file, keep all checkpoint files in one directory`,
     );
-    for (const [name, info] of mapped) held.set(name, readTensorAsFloat32(info));
+    for (const [name, info] of mapped) inMemory.set(name, readTensorAsFloat32(info));
     mapped.clear();
     return create();
   }
 }
 
 /**
- * Reads the weights `specs` names from a checkpoint, checking their shapes. With `map`,
+ * Reads the weights named in `specs` from a checkpoint, checking their shapes. With `map`,
  * float32 ones are only recorded in `mapped`, and F16 and BF16 ones are still widened into
- * `held`.
+ * `inMemory`.
  */
 export function readOrMapWeights(
   checkpoint: SafetensorsCheckpoint,
   specs: readonly WeightSpec[],
   map: boolean,
-): { held: WeightMap; mapped: MappedWeights } {
-  const held: WeightMap = new Map();
+): { inMemory: WeightMap; mapped: MappedWeights } {
+  const inMemory: WeightMap = new Map();
   const mapped: MappedWeights = new Map();
   const stamps = new Map<string, string>();
   for (const spec of specs) {
@@ -110,8 +111,8 @@ export function readOrMapWeights(
       }
       mapped.set(spec.name, { ...info, fileStamp });
     } else {
-      held.set(spec.name, checkpoint.readFloat32(spec.name, spec.shape));
+      inMemory.set(spec.name, checkpoint.readFloat32(spec.name, spec.shape));
     }
   }
-  return { held, mapped };
+  return { inMemory, mapped };
 }

@@ -52,7 +52,7 @@ export interface ScoreModelFiles {
   config: ModelConfig;
   /** The raw config.json, kept so saving preserves unknown keys. */
   rawConfig: Record<string, unknown>;
-  /** The backbone weights held in memory: all of them unless some are mapped. */
+  /** The backbone weights in memory: all of them unless some are mapped. */
   weights: WeightMap;
   /** Backbone weights left in the checkpoint file for ORT to map (inference only). */
   mapped: MappedWeights;
@@ -95,7 +95,7 @@ export function loadScoreModel(dir: string, options: LoadOptions = {}): ScoreMod
   }
   const config = parseConfig({ ...raw, architectures: [backbone] }, configPath);
   const checkpoint = SafetensorsCheckpoint.open(dir);
-  const { held, mapped } = readOrMapWeights(
+  const { inMemory, mapped } = readOrMapWeights(
     checkpoint,
     weightSpecs(config, false),
     options.mapWeights === true,
@@ -119,7 +119,7 @@ export function loadScoreModel(dir: string, options: LoadOptions = {}): ScoreMod
   return {
     config,
     rawConfig: raw,
-    weights: held,
+    weights: inMemory,
     mapped,
     head: { weight, bias, normalizer },
     kind,

@@ -86,12 +86,16 @@ async function createInner(
   graph: Graph,
   options: ort.InferenceSession.SessionOptions,
 ): Promise<ort.InferenceSession> {
-  // Links go to the files themselves: the Hugging Face cache's snapshot entries are
-  // symbolic links into its blob directory.
-  const real = (path: string) => realpathSync(resolve(path));
-  const files = [
-    ...new Set(graph.initializers.flatMap((i) => (i.kind === "external" ? [real(i.path)] : []))),
-  ];
+  // Locations name the files themselves: the Hugging Face cache's snapshot entries are
+  // symbolic links into its blob directory. Each path is resolved once.
+  const realPaths = new Map<string, string>();
+  for (const init of graph.initializers) {
+    if (init.kind === "external" && !realPaths.has(init.path)) {
+      realPaths.set(init.path, realpathSync(resolve(init.path)));
+    }
+  }
+  const real = (path: string) => realPaths.get(path)!;
+  const files = [...new Set(realPaths.values())];
   if (files.length === 0) return ort.InferenceSession.create(toOnnxBytes(graph), options);
 
   // All data files in one directory (one checkpoint, or the cache's blob directory): the
