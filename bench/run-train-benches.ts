@@ -200,7 +200,12 @@ function parseOptions(): Options {
     )
     .option("--score-sequences <n>", "sequences to score per timed run", parsePositiveInteger, 64)
     .option("--score-length <n>", "tokens per scored sequence", parsePositiveInteger, 256)
-    .option("--score-batch <n>", "sequences per forward pass when scoring", parsePositiveInteger, 8)
+    .option(
+      "--score-batch <n>",
+      "PyTorch's sequences per forward pass when scoring (midpo batches as `midpo score` does)",
+      parsePositiveInteger,
+      16,
+    )
     .option("--repeats <n>", "timed runs per process, after one warm-up", parsePositiveInteger, 3)
     .option("--python <path>", "Python interpreter that has torch and numpy", "/usr/bin/python3")
     .option(

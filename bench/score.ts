@@ -1,7 +1,7 @@
 // The midpo side of the scoring benchmark: end scores of the plan's sequences with
-// ScoreModel.endScores, which runs the backbone and reads `score.weight` at each row's last
-// token, `score_batch` rows per ORT run. bench/run-train-benches.ts starts this file and reads
-// the one JSON line it prints.
+// ScoreModel.endScores and its default batching, as `midpo score` runs it: the backbone runs on
+// at most SCORE_BATCH_TOKENS tokens per ORT run, and `score.weight` is read at each row's last
+// token. bench/run-train-benches.ts starts this file and reads the one JSON line it prints.
 //
 // Usage: npx tsx bench/score.ts --plan FILE
 
@@ -28,10 +28,7 @@ async function main(): Promise<void> {
   let matmul = await measureOrtMatmul(plan);
 
   const sequences = plan.score_sequences;
-  const longest = Math.max(...sequences.map((s) => s.length));
   const tokens = sequences.reduce((n, s) => n + s.length, 0);
-  // endScores fills each ORT run with as many rows as fit in maxBatchTokens.
-  const maxBatchTokens = plan.score_batch * longest;
 
   let start = performance.now();
   const model = ScoreModel.load(plan.score_model_dir);
@@ -39,10 +36,10 @@ async function main(): Promise<void> {
 
   // The first call builds the graph and creates the session; the second is the warm-up.
   start = performance.now();
-  await model.endScores(sequences.slice(0, 1), maxBatchTokens);
+  await model.endScores(sequences.slice(0, 1));
   const sessionCreateSeconds = seconds(start);
   start = performance.now();
-  let scores = await model.endScores(sequences, maxBatchTokens);
+  let scores = await model.endScores(sequences);
   const warmupSeconds = seconds(start);
 
   const times: number[] = [];
@@ -50,7 +47,7 @@ async function main(): Promise<void> {
   for (let r = 0; r < plan.repeats; r++) {
     const ortBefore = ortClock.seconds;
     start = performance.now();
-    scores = await model.endScores(sequences, maxBatchTokens);
+    scores = await model.endScores(sequences);
     times.push(seconds(start));
     ortTimes.push(ortClock.seconds - ortBefore);
   }

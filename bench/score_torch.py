@@ -20,8 +20,8 @@ from forward_torch import Llama
 
 
 def end_scores(model, head, sequences, batch_size):
-    """Score the sequences longest first, batch_size right-padded rows per forward pass, as
-    midpo's ScoreModel.endScores batches them. Return the scores in input order."""
+    """Score the sequences longest first, batch_size right-padded rows per forward pass.
+    Return the scores in input order."""
     order = sorted(range(len(sequences)), key=lambda i: -len(sequences[i]))
     scores = [0.0] * len(sequences)
     for start in range(0, len(order), batch_size):

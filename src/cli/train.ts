@@ -12,7 +12,7 @@ import {
   runScoreStage,
   runSftStage,
 } from "../pipeline/stages.js";
-import { ScoreModel } from "../model/score-model.js";
+import { SCORE_BATCH_TOKENS, ScoreModel } from "../model/score-model.js";
 import { Tokenizer } from "../tokenize/tokenizer.js";
 import { formatSafeRlhfPrompt } from "../tokenize/chat.js";
 import { ValueCache } from "../train/cache.js";
@@ -187,7 +187,12 @@ export function registerTrainCommands(program: Command): void {
     .requiredOption("--model <dir>", "score model directory")
     .requiredOption("--data <file.jsonl>", 'JSONL with "prompt" and "response" (or "input_ids")')
     .option("--cache-dir <dir>", "where scores are cached")
-    .option("--batch-tokens <n>", "max tokens per batch", parseInteger(1), 4096)
+    .option(
+      "--batch-tokens <n>",
+      "max tokens per model run (rows x padded length)",
+      parseInteger(1),
+      SCORE_BATCH_TOKENS,
+    )
     .action(async (o) => {
       // Read only when a line has text: lines with input_ids need no tokenizer.
       let tokenizer: Tokenizer | undefined;
@@ -219,7 +224,12 @@ export function registerTrainCommands(program: Command): void {
         }
       });
       await model.release();
-      const scores = await cachedEndScores(o.model, seqs, new ValueCache(o.cacheDir));
+      const scores = await cachedEndScores(
+        o.model,
+        seqs,
+        new ValueCache(o.cacheDir),
+        o.batchTokens,
+      );
       process.stdout.write(
         Array.from(scores, (s) => JSON.stringify({ score: s })).join("\n") + "\n",
       );

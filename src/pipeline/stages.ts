@@ -122,6 +122,7 @@ export async function cachedEndScores(
   scoreDir: string,
   sequences: readonly number[][],
   cache: ValueCache,
+  maxBatchTokens?: number,
 ): Promise<Float64Array> {
   const key = hashKey({
     kind: "end-scores/v1",
@@ -136,7 +137,7 @@ export async function cachedEndScores(
     async () => {
       const model = ScoreModel.load(scoreDir);
       try {
-        return await model.endScores(sequences);
+        return await model.endScores(sequences, maxBatchTokens);
       } finally {
         await model.release();
       }
