@@ -37,7 +37,10 @@ describe("score model loading", () => {
 });
 
 describe("midpo score", () => {
-  it("scores input_ids without a tokenizer", () => {
+  it.each([
+    { runs: "default runs", flags: [] },
+    { runs: "one sequence per run", flags: ["--batch-tokens", "1"] },
+  ])("scores input_ids without a tokenizer, $runs", ({ flags }) => {
     const work = mkdtempSync(join(tmpdir(), "midpo-score-cli-"));
     try {
       const expected = JSON.parse(
@@ -50,9 +53,11 @@ describe("midpo score", () => {
       );
       const bin = join(import.meta.dirname, "..", "bin", "midpo.js");
       const args = ["score", "--model", join(DIR, "llama-seqcls"), "--data", data];
-      const run = spawnSync(process.execPath, [bin, ...args, "--cache-dir", join(work, "c")], {
-        encoding: "utf8",
-      });
+      const run = spawnSync(
+        process.execPath,
+        [bin, ...args, ...flags, "--cache-dir", join(work, "c")],
+        { encoding: "utf8" },
+      );
       expect(run.stderr).not.toMatch(/tokenizer/);
       expect(run.status).toBe(0);
       const scores = run.stdout
