@@ -34,6 +34,16 @@ describe("score model loading", () => {
       ScoreModel.load(join(import.meta.dirname, "fixtures", "tiny", "llama-gqa")),
     ).toThrow(/not a score model/);
   });
+
+  it("names a config.json that is not JSON", () => {
+    const dir = mkdtempSync(join(tmpdir(), "midpo-score-config-"));
+    try {
+      writeFileSync(join(dir, "config.json"), '{"architectures": ["LlamaFor\n');
+      expect(() => ScoreModel.load(dir)).toThrow(/config\.json is not valid JSON/);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
 });
 
 describe("midpo score", () => {
@@ -47,9 +57,11 @@ describe("midpo score", () => {
         readFileSync(join(DIR, "llama-seqcls.expected.json"), "utf8"),
       ) as { sequences: { input_ids: number[]; end_score: number }[] };
       const data = join(work, "data.jsonl");
+      // A byte-order mark and a blank first line: output lines give the input line numbers.
       writeFileSync(
         data,
-        expected.sequences.map((s) => JSON.stringify({ input_ids: s.input_ids })).join("\n"),
+        "\uFEFF\n" +
+          expected.sequences.map((s) => JSON.stringify({ input_ids: s.input_ids })).join("\n"),
       );
       const bin = join(import.meta.dirname, "..", "bin", "midpo.js");
       const args = ["score", "--model", join(DIR, "llama-seqcls"), "--data", data];
@@ -60,14 +72,55 @@ describe("midpo score", () => {
       );
       expect(run.stderr).not.toMatch(/tokenizer/);
       expect(run.status).toBe(0);
-      const scores = run.stdout
+      const records = run.stdout
         .trim()
         .split("\n")
-        .map((line) => (JSON.parse(line) as { score: number }).score);
+        .map((line) => JSON.parse(line) as { line: number; score: number });
+      expect(records.map((r) => r.line)).toEqual(expected.sequences.map((_, i) => i + 2));
+      const scores = records.map((r) => r.score);
       expect(scores.length).toBe(expected.sequences.length);
       expected.sequences.forEach((s, i) =>
         expect(Math.abs(scores[i] - s.end_score)).toBeLessThanOrEqual(1e-4),
       );
+    } finally {
+      rmSync(work, { recursive: true, force: true });
+    }
+  });
+});
+
+describe("midpo score input errors", () => {
+  const model = join(DIR, "llama-seqcls");
+  const long = JSON.stringify({ input_ids: new Array<number>(129).fill(5) });
+  it.each([
+    { what: "a null line", text: '{"input_ids":[1,2]}\nnull', error: /:2: expected an object/ },
+    {
+      what: "a fractional id",
+      text: '{"input_ids":[1,2.5]}',
+      error: /:1: input_ids\[1\] is 2.5, not/,
+    },
+    {
+      what: "an id past the vocabulary",
+      text: '\n{"input_ids":[160]}',
+      error: /:2: input_ids\[0\] is 160, outside the model's vocabulary 0..159/,
+    },
+    { what: "empty input_ids", text: '{"input_ids":[]}', error: /:1: input_ids is empty/ },
+    {
+      what: "129 tokens",
+      text: long,
+      error: /:1 has 129 tokens, more than max_position_embeddings 128/,
+    },
+  ])("rejects $what with its line", ({ text, error }) => {
+    const work = mkdtempSync(join(tmpdir(), "midpo-score-bad-"));
+    try {
+      const data = join(work, "data.jsonl");
+      writeFileSync(data, text);
+      const bin = join(import.meta.dirname, "..", "bin", "midpo.js");
+      const args = ["score", "--model", model, "--data", data, "--cache-dir", join(work, "c")];
+      const run = spawnSync(process.execPath, [bin, ...args], { encoding: "utf8" });
+      expect(run.status).toBe(1);
+      expect(run.stderr).toMatch(error);
+      expect(run.stderr).not.toMatch(/internal error/);
+      expect(run.stdout).toBe("");
     } finally {
       rmSync(work, { recursive: true, force: true });
     }

@@ -135,6 +135,12 @@ registerEvalCommand(program);
 registerPipelineCommands(program);
 
 async function main(): Promise<void> {
+  // A reader that stops early (`midpo score ... | head`) closes the pipe. The command then
+  // exits quietly, as other command-line tools do.
+  process.stdout.on("error", (error: NodeJS.ErrnoException) => {
+    if (error.code === "EPIPE") process.exit(0);
+    throw error;
+  });
   program.exitOverride();
   try {
     await program.parseAsync(process.argv);

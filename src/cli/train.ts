@@ -2,7 +2,6 @@
 
 import { Command, Option } from "commander";
 import { MidpoError } from "../errors.js";
-import { readJsonl } from "../data/jsonl.js";
 import { log } from "../log.js";
 import {
   cachedEndScores,
@@ -13,8 +12,7 @@ import {
   runSftStage,
 } from "../pipeline/stages.js";
 import { SCORE_BATCH_TOKENS, ScoreModel } from "../model/score-model.js";
-import { Tokenizer } from "../tokenize/tokenizer.js";
-import { formatSafeRlhfPrompt } from "../tokenize/chat.js";
+import { readScoreInputs } from "./score-input.js";
 import { ValueCache } from "../train/cache.js";
 import { formatMetrics, type TrainSummary } from "../train/trainer.js";
 import { parseInteger, parseNumber } from "./options.js";
@@ -183,7 +181,10 @@ export function registerTrainCommands(program: Command): void {
 
   program
     .command("score")
-    .description("Write the end score of each response as JSONL: one line per input line")
+    .description(
+      "Write the end score of each response as JSONL: one line per input record, with its " +
+        "line number in the input",
+    )
     .requiredOption("--model <dir>", "score model directory")
     .requiredOption("--data <file.jsonl>", 'JSONL with "prompt" and "response" (or "input_ids")')
     .option("--cache-dir <dir>", "where scores are cached")
@@ -194,46 +195,26 @@ export function registerTrainCommands(program: Command): void {
       SCORE_BATCH_TOKENS,
     )
     .action(async (o) => {
-      // Read only when a line has text: lines with input_ids need no tokenizer.
-      let tokenizer: Tokenizer | undefined;
-      const seqs: number[][] = [];
-      for await (const { line, value } of readJsonl(o.data)) {
-        const v = value as Record<string, unknown>;
-        if (Array.isArray(v.input_ids)) {
-          seqs.push(v.input_ids as number[]);
-        } else if (typeof v.prompt === "string" && typeof v.response === "string") {
-          tokenizer ??= Tokenizer.fromDirectory(o.model);
-          const prompt = formatSafeRlhfPrompt([v.prompt], tokenizer.eosToken ?? "");
-          seqs.push([
-            ...tokenizer.encode(prompt + v.response),
-            ...(tokenizer.eosTokenId !== undefined ? [tokenizer.eosTokenId] : []),
-          ]);
-        } else {
-          throw new MidpoError(
-            `${o.data}:${line}: expected "prompt" and "response" strings, or "input_ids"`,
-          );
-        }
-      }
+      // Loading checks the model directory before the data is read. The weights stay in
+      // their file until scoring creates a session.
       const model = ScoreModel.load(o.model);
-      const vocab = model.files.config.vocabSize;
-      seqs.forEach((s, i) => {
-        if (s.some((id) => !Number.isInteger(id) || id < 0 || id >= vocab)) {
-          throw new MidpoError(
-            `${o.data}: sequence ${i + 1} has token ids outside 0..${vocab - 1}`,
-          );
-        }
-      });
+      const { sequences, lines } = await readScoreInputs(o.data, o.model, model.files.config);
       await model.release();
+      if (sequences.length === 0) {
+        log.warn({ data: o.data }, "no records to score");
+        return;
+      }
       const scores = await cachedEndScores(
         o.model,
-        seqs,
+        sequences,
         new ValueCache(o.cacheDir),
         o.batchTokens,
       );
       process.stdout.write(
-        Array.from(scores, (s) => JSON.stringify({ score: s })).join("\n") + "\n",
+        Array.from(scores, (score, i) => JSON.stringify({ line: lines[i], score })).join("\n") +
+          "\n",
       );
-      log.info({ responses: seqs.length }, "scored");
+      log.info({ responses: sequences.length }, "scored");
     });
 
   const router = program

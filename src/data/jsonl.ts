@@ -17,8 +17,10 @@ export async function* readJsonl(path: string): AsyncGenerator<JsonlRecord> {
   }
   const lines = createInterface({ input: createReadStream(path, "utf8"), crlfDelay: Infinity });
   let line = 0;
-  for await (const text of lines) {
+  for await (const raw of lines) {
     line++;
+    // A byte-order mark before the first line is not part of the JSON.
+    const text = line === 1 ? raw.replace(/^\uFEFF/, "") : raw;
     if (text.trim() === "") continue;
     let value: unknown;
     try {

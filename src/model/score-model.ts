@@ -76,7 +76,15 @@ export function loadScoreModel(dir: string, options: LoadOptions = {}): ScoreMod
       `score model ${dir} has no config.json; pass a directory written by train-score`,
     );
   }
-  const raw = JSON.parse(readFileSync(configPath, "utf8")) as Record<string, unknown>;
+  let raw: Record<string, unknown>;
+  try {
+    raw = JSON.parse(readFileSync(configPath, "utf8")) as Record<string, unknown>;
+  } catch (error) {
+    throw new MidpoError(
+      `${configPath} is not valid JSON (${(error as Error).message}); restore it from the ` +
+        `checkpoint's source`,
+    );
+  }
   const arch = Array.isArray(raw.architectures) ? String(raw.architectures[0]) : undefined;
   const backbone = arch === undefined ? undefined : SCORE_ARCHITECTURES[arch];
   if (backbone === undefined) {

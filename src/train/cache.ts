@@ -28,6 +28,19 @@ export function defaultCacheDir(): string {
   return join(xdg && xdg !== "" ? xdg : join(homedir(), ".cache"), "midpo");
 }
 
+/** Creates a directory inside the cache; if that fails, throws an error naming the cache. */
+function makeCacheDir(path: string, cacheDir: string): void {
+  try {
+    mkdirSync(path, { recursive: true });
+  } catch (error) {
+    const code = (error as NodeJS.ErrnoException).code ?? (error as Error).message;
+    throw new MidpoError(
+      `cannot write to the cache directory ${cacheDir} (${code}); pass a writable ` +
+        `--cache-dir or set MIDPO_CACHE`,
+    );
+  }
+}
+
 function writeAtomic(path: string, data: string | Uint8Array): void {
   const tmp = `${path}.${process.pid}.tmp`;
   writeFileSync(tmp, data);
@@ -62,9 +75,11 @@ export function modelContentHash(dir: string, cacheDir = defaultCacheDir()): str
     .sort();
   if (files.length === 0)
     throw new MidpoError(`${dir} contains no config.json or safetensors files`);
+  // A copy made with `cp -p` or `rsync -a` keeps size and mtime. The inode and the change
+  // time, which a copy cannot set, are therefore part of the stamp.
   const stamps = files.map((f) => {
     const s = statSync(join(dir, f));
-    return `${f}:${s.size}:${s.mtimeMs}`;
+    return `${f}:${s.dev}:${s.ino}:${s.size}:${s.mtimeMs}:${s.ctimeMs}`;
   });
   const memoKey = createHash("sha256").update(dir).update(stamps.join("|")).digest("hex");
   const memoPath = join(cacheDir, "model-hashes", `${memoKey}.txt`);
@@ -76,7 +91,7 @@ export function modelContentHash(dir: string, cacheDir = defaultCacheDir()): str
     hashFile(join(dir, f), hash);
   }
   const digest = hash.digest("hex");
-  mkdirSync(join(cacheDir, "model-hashes"), { recursive: true });
+  makeCacheDir(join(cacheDir, "model-hashes"), cacheDir);
   writeAtomic(memoPath, digest);
   return digest;
 }
@@ -108,12 +123,16 @@ export class ValueCache {
     if (!existsSync(p.values) || !existsSync(p.meta)) return undefined;
     const bytes = readFileSync(p.values);
     if (bytes.length !== expectedCount * 8) return undefined;
-    return new Float64Array(bytes.buffer.slice(bytes.byteOffset, bytes.byteOffset + bytes.length));
+    const values = new Float64Array(
+      bytes.buffer.slice(bytes.byteOffset, bytes.byteOffset + bytes.length),
+    );
+    // A damaged entry is computed again: stored values are always finite.
+    return values.every(Number.isFinite) ? values : undefined;
   }
 
   put(kind: string, key: string, values: Float64Array, description: Record<string, unknown>): void {
     const p = this.paths(kind, key);
-    mkdirSync(join(this.dir, kind), { recursive: true });
+    makeCacheDir(join(this.dir, kind), this.dir);
     // Values first, then the description: an entry counts as present only when both exist.
     writeAtomic(p.values, new Uint8Array(values.buffer, values.byteOffset, values.byteLength));
     const meta: CacheEntryMeta = { kind, key, count: values.length, description };
@@ -133,6 +152,14 @@ export class ValueCache {
     const values = await compute();
     if (values.length !== count) {
       throw new Error(`cache ${kind}: computed ${values.length} values, expected ${count}`);
+    }
+    const bad = values.findIndex((v) => !Number.isFinite(v));
+    if (bad >= 0) {
+      throw new MidpoError(
+        `${kind}: value ${bad + 1} of ${count} is ${values[bad]} ` +
+          `(${JSON.stringify(description)}); nothing was cached. Check the model's weights ` +
+          `for NaN or infinite values`,
+      );
     }
     this.put(kind, key, values, description);
     return { values, hit: false };
