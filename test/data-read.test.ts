@@ -244,6 +244,15 @@ describe("broken records", () => {
     );
   });
 
+  it("keeps the location of every problem", async () => {
+    const bad = Array.from({ length: 8 }, (_, i) => pku(i, { prompt: 5 }));
+    const path = writeTemp("many.jsonl", jsonl([pku(100), ...bad]));
+    const loaded = await loadDataset(path);
+    const lines = loaded.summary.problems.examples.map((e) => e.source.line);
+    expect(loaded.summary.problems.counts.wrong_type).toBe(8);
+    expect(lines).toEqual([2, 3, 4, 5, 6, 7, 8, 9]);
+  });
+
   it("raises in strict mode with file, line and reason", async () => {
     const path = writeTemp(
       "strict.jsonl",

@@ -154,11 +154,23 @@ export function formatInspectReport(report: InspectReport): string {
   for (const [reason, count] of counts) {
     lines.push(`  ${reason}: ${count}`);
   }
-  for (const example of load.problems.examples) {
-    lines.push(`  e.g. ${formatLocation(example.source)}: ${example.reason}: ${example.detail}`);
+  // The text shows a few locations per reason. The --json report and data build's
+  // summary.json list every location the load kept.
+  for (const [reason, count] of counts) {
+    const examples = load.problems.examples.filter((e) => e.reason === reason);
+    for (const example of examples.slice(0, TEXT_EXAMPLES)) {
+      lines.push(`  e.g. ${formatLocation(example.source)}: ${reason}: ${example.detail}`);
+    }
+    if (count > TEXT_EXAMPLES) {
+      const listed = examples.length < count ? ` (the first ${examples.length})` : "";
+      lines.push(`  ... ${count - TEXT_EXAMPLES} more ${reason}; --json lists them${listed}`);
+    }
   }
   return lines.join("\n");
 }
+
+/** Locations of each problem reason in the text report. */
+const TEXT_EXAMPLES = 3;
 
 const LENGTH_COLUMNS = ["count", "p50", "p90", "p99", "max"];
 

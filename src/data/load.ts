@@ -38,7 +38,7 @@ export interface LoadOptions {
   fileFormat?: FileFormat;
   /** Raise a MidpoError at the first problem instead of skipping and counting. Default false. */
   strict?: boolean;
-  /** Problems of each reason kept as examples in the summary. Default 3. */
+  /** Problems of each reason whose location the summary keeps. Default 1000. */
   examplesPerReason?: number;
 }
 
@@ -81,7 +81,7 @@ export async function loadDataset(
   paths: string | readonly string[],
   options: LoadOptions = {},
 ): Promise<LoadedDataset> {
-  const problems = new ProblemLog(options.strict ?? false, options.examplesPerReason ?? 3);
+  const problems = new ProblemLog(options.strict ?? false, options.examplesPerReason ?? 1000);
   const files: FileLoadSummary[] = [];
   const records: DatasetRecord[] = [];
   for await (const record of streamDataset(paths, options, problems, files)) {

@@ -46,10 +46,13 @@ export interface Problem {
   detail: string;
 }
 
-/** Counts and first examples of the problems of one load. */
+/** Counts and locations of the problems of one load. */
 export interface ProblemSummary {
   counts: Partial<Record<ProblemReason, number>>;
-  /** The first few problems of each reason, in the order they were found. */
+  /**
+   * The problems with their locations, in the order they were found: every problem up to a
+   * limit per reason (1000 when loading a dataset), so that memory stays bounded.
+   */
   examples: Problem[];
 }
 
@@ -69,7 +72,7 @@ export class ProblemLog {
 
   constructor(
     private readonly strict: boolean,
-    private readonly examplesPerReason = 3,
+    private readonly examplesPerReason = 1000,
   ) {}
 
   add(problem: Problem): void {
