@@ -164,6 +164,14 @@ describe("data inspect on bad input", () => {
     expect(report.pairwiseRecords).toBe(1);
   });
 
+  it("rejects an --out path under a file before loading", async () => {
+    const path = join(dir, "pairs.jsonl");
+    writeFileSync(path, '{"prompt": "a", "chosen": "b", "rejected": "c"}\n');
+    await expect(runData(["build", path, "--out", join(path, "sets")])).rejects.toThrow(
+      /--out .*pairs\.jsonl is a file, not a directory/,
+    );
+  });
+
   it("rejects an unknown --field name", async () => {
     await expect(runData(["inspect", PKU, "--field", "question=prompt"])).rejects.toThrow(
       /--field expects NAME=COLUMN/,

@@ -16,7 +16,7 @@ import {
 } from "./sets.js";
 import { tokenizationConfigHash, tokenLengths, type PromptTemplate } from "./tokenize-pairs.js";
 import type { PreferencePair } from "./types.js";
-import { pairToJson, writeOutputsAtomically, type OutputFile } from "./write.js";
+import { checkOutputDir, pairToJson, writeOutputsAtomically, type OutputFile } from "./write.js";
 
 export interface BuildOptions {
   /** PKU-SafeRLHF files or dataset directories. Pairwise records among them join D_h. */
@@ -79,6 +79,7 @@ export async function buildDatasets(options: BuildOptions): Promise<BuildSummary
   const seed = options.seed ?? 0;
   const template = options.template ?? "safe-rlhf";
 
+  checkOutputDir(options.out, "--out");
   const main = await loadDataset(options.inputs, options.load);
   const safetyInputs = options.safetyPairwise ?? [];
   const safety =

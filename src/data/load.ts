@@ -227,7 +227,13 @@ function summarize(files: FileLoadSummary[], problems: ProblemLog): LoadSummary 
   };
 }
 
-/** Logs the totals at info level, and each problem example at warn level. */
+/** Problems of each reason that logLoadSummary logs one by one. */
+const LOGGED_PER_REASON = 3;
+
+/**
+ * Logs the totals at info level, and at warn level the first problems of each reason and
+ * a load that kept no record.
+ */
 export function logLoadSummary(summary: LoadSummary): void {
   log.info(
     {
@@ -239,7 +245,18 @@ export function logLoadSummary(summary: LoadSummary): void {
     },
     "loaded dataset",
   );
+  const logged = new Map<string, number>();
   for (const example of summary.problems.examples) {
-    log.warn({ ...example.source, reason: example.reason }, example.detail);
+    const count = (logged.get(example.reason) ?? 0) + 1;
+    logged.set(example.reason, count);
+    if (count <= LOGGED_PER_REASON) {
+      log.warn({ ...example.source, reason: example.reason }, example.detail);
+    }
+  }
+  if (summary.recordsKept === 0) {
+    log.warn(
+      { recordsRead: summary.recordsRead },
+      "no record was kept: check the files, --format and the --field mappings",
+    );
   }
 }

@@ -3,9 +3,10 @@
 // reader that finds the summary never sees a half-written build.
 
 import { randomBytes } from "node:crypto";
-import { createWriteStream } from "node:fs";
+import { accessSync, constants, createWriteStream, existsSync, statSync } from "node:fs";
 import { mkdir, rename, rm } from "node:fs/promises";
-import { join } from "node:path";
+import { dirname, join, resolve } from "node:path";
+import { MidpoError } from "../errors.js";
 import { once } from "node:events";
 import type { PreferencePair } from "./types.js";
 
@@ -15,6 +16,23 @@ export interface OutputFile {
   lines?: Iterable<unknown>;
   /** JSON content, pretty-printed. */
   json?: unknown;
+}
+
+/**
+ * Checks, before any work, that `dir` is a directory or can be created as one: an existing
+ * path must be a writable directory, and otherwise its nearest existing parent must be.
+ */
+export function checkOutputDir(dir: string, flag: string): void {
+  let path = resolve(dir);
+  while (!existsSync(path)) path = dirname(path);
+  if (!statSync(path).isDirectory()) {
+    throw new MidpoError(`${flag} ${dir}: ${path} is a file, not a directory; pass another path`);
+  }
+  try {
+    accessSync(path, constants.W_OK);
+  } catch {
+    throw new MidpoError(`${flag} ${dir}: cannot write in ${path}; pass a writable directory`);
+  }
 }
 
 /**

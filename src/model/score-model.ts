@@ -71,6 +71,9 @@ function readFloats(checkpoint: SafetensorsCheckpoint, name: string): Float32Arr
  */
 export function loadScoreModel(dir: string, options: LoadOptions = {}): ScoreModelFiles {
   const configPath = join(dir, "config.json");
+  if (!existsSync(dir)) {
+    throw new MidpoError(`score model directory ${dir} does not exist`);
+  }
   if (!existsSync(configPath)) {
     throw new MidpoError(
       `score model ${dir} has no config.json; pass a directory written by train-score`,
