@@ -10,6 +10,7 @@ import { Command } from "commander";
 import { afterAll, describe, expect, it, vi } from "vitest";
 import { registerDataCommands } from "../src/cli/data.js";
 import type { BuildSummary } from "../src/data/build.js";
+import { writeOutputsAtomically } from "../src/data/write.js";
 import type { InspectReport } from "../src/data/inspect.js";
 import { MidpoError } from "../src/errors.js";
 
@@ -162,6 +163,22 @@ describe("data inspect on bad input", () => {
     const report = JSON.parse(await runData(["inspect", path, "--json"])) as InspectReport;
     expect(report.load.problems.counts).toEqual({ missing_field: 1 });
     expect(report.pairwiseRecords).toBe(1);
+  });
+
+  it("removes temporaries of interrupted runs only", async () => {
+    const out = mkdtempSync(join(dir, "out-"));
+    // A process id above Linux's largest (2^22) belongs to no process.
+    const stale = join(out, ".ds.train.jsonl.tmp-99999999-0123abcd");
+    const live = join(out, `.ds.train.jsonl.tmp-${process.pid}-0123abcd`);
+    const other = join(out, ".notes.txt.tmp-99999999-0123abcd");
+    for (const path of [stale, live, other]) writeFileSync(path, "partial");
+
+    await writeOutputsAtomically(out, [{ name: "ds.train.jsonl", lines: [{ a: 1 }] }]);
+
+    expect(existsSync(stale)).toBe(false);
+    expect(existsSync(live)).toBe(true);
+    expect(existsSync(other)).toBe(true);
+    expect(readFileSync(join(out, "ds.train.jsonl"), "utf8")).toBe('{"a":1}\n');
   });
 
   it("rejects an --out path under a file before loading", async () => {

@@ -4,7 +4,7 @@
 
 import { randomBytes } from "node:crypto";
 import { accessSync, constants, createWriteStream, existsSync, statSync } from "node:fs";
-import { mkdir, rename, rm } from "node:fs/promises";
+import { mkdir, readdir, rename, rm } from "node:fs/promises";
 import { dirname, join, resolve } from "node:path";
 import { MidpoError } from "../errors.js";
 import { once } from "node:events";
@@ -46,6 +46,7 @@ export async function writeOutputsAtomically(
   files: readonly OutputFile[],
 ): Promise<void> {
   await mkdir(dir, { recursive: true });
+  await removeStaleTemporaries(dir, files);
   const suffix = `.tmp-${process.pid}-${randomBytes(4).toString("hex")}`;
   const temporary = files.map((file) => join(dir, `.${file.name}${suffix}`));
 
@@ -62,6 +63,28 @@ export async function writeOutputsAtomically(
   } catch (error) {
     await Promise.all(temporary.map((path) => rm(path, { force: true })));
     throw error;
+  }
+}
+
+/**
+ * Removes temporary files that an interrupted run left in `dir` for the same output names.
+ * Files of a process that is still running are kept: it may be writing them now.
+ */
+async function removeStaleTemporaries(dir: string, files: readonly OutputFile[]): Promise<void> {
+  const names = new Set(files.map((file) => file.name));
+  for (const entry of await readdir(dir)) {
+    const match = /^\.(.+)\.tmp-(\d+)-[0-9a-f]{8}$/.exec(entry);
+    if (match === null || !names.has(match[1]) || isRunning(Number(match[2]))) continue;
+    await rm(join(dir, entry), { force: true });
+  }
+}
+
+function isRunning(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (error) {
+    return (error as NodeJS.ErrnoException).code === "EPERM";
   }
 }
 
