@@ -1,11 +1,12 @@
 // Input lines of `midpo score`: each non-blank line is a JSON object with "prompt" and
-// "response" strings, formatted with the safe-rlhf template, or with "input_ids". Every line
-// is checked against the score model before any scoring starts, and errors name the line.
+// "response" strings, or with "input_ids". Text is tokenised as training tokenises it, with
+// the chosen prompt template. Every line is checked against the score model before any scoring
+// starts, and errors name the line.
 
 import { MidpoError } from "../errors.js";
 import { readJsonl } from "../data/jsonl.js";
+import { tokenizePair, type PromptFormat } from "../data/tokenize-pairs.js";
 import type { ModelConfig } from "../model/config.js";
-import { formatSafeRlhfPrompt } from "../tokenize/chat.js";
 import { Tokenizer } from "../tokenize/tokenizer.js";
 
 export interface ScoreInputs {
@@ -19,6 +20,7 @@ export async function readScoreInputs(
   file: string,
   modelDir: string,
   config: ModelConfig,
+  format: PromptFormat = {},
 ): Promise<ScoreInputs> {
   let tokenizer: Tokenizer | undefined;
   const sequences: number[][] = [];
@@ -34,11 +36,10 @@ export async function readScoreInputs(
       ids = checkIds(record.input_ids, where, config.vocabSize);
     } else if (typeof record?.prompt === "string" && typeof record.response === "string") {
       tokenizer ??= Tokenizer.fromDirectory(modelDir);
-      const prompt = formatSafeRlhfPrompt([record.prompt], tokenizer.eosToken ?? "");
-      ids = [
-        ...tokenizer.encode(prompt + record.response),
-        ...(tokenizer.eosTokenId !== undefined ? [tokenizer.eosTokenId] : []),
-      ];
+      const { response } = record;
+      const pair = { id: where, prompt: record.prompt, chosen: response, rejected: response };
+      const tokenized = tokenizePair({ ...pair, source: { file, line } }, tokenizer, format);
+      ids = [...tokenized.promptIds, ...tokenized.chosenIds];
     } else {
       throw new MidpoError(
         `${where}: expected an object with "prompt" and "response" strings, or "input_ids"`,

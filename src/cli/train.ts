@@ -194,11 +194,18 @@ export function registerTrainCommands(program: Command): void {
       parseInteger(1),
       SCORE_BATCH_TOKENS,
     )
+    .addOption(
+      new Option("--template <kind>", "prompt template of lines with text, as in train-score")
+        .choices(["safe-rlhf", "chat"])
+        .default("safe-rlhf"),
+    )
     .action(async (o) => {
       // Loading checks the model directory before the data is read. The weights stay in
       // their file until scoring creates a session.
       const model = ScoreModel.load(o.model);
-      const { sequences, lines } = await readScoreInputs(o.data, o.model, model.files.config);
+      const { sequences, lines } = await readScoreInputs(o.data, o.model, model.files.config, {
+        template: o.template,
+      });
       await model.release();
       if (sequences.length === 0) {
         log.warn({ data: o.data }, "no records to score");
