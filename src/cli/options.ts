@@ -4,8 +4,9 @@ import { InvalidArgumentError } from "commander";
 
 export function parseInteger(min: number) {
   return (value: string): number => {
-    const n = Number(value);
-    if (!Number.isInteger(n) || n < min) {
+    // Decimal digits only: Number() would also take "1e3", "0x10" and " 7 ".
+    const n = /^-?\d+$/.test(value) ? Number(value) : Number.NaN;
+    if (!Number.isSafeInteger(n) || n < min) {
       throw new InvalidArgumentError(`expected an integer >= ${min}, got "${value}"`);
     }
     return n;
