@@ -10,6 +10,7 @@ import { parquetMetadata } from "hyparquet";
 import { parquetWriteBuffer } from "hyparquet-writer";
 import { afterAll, describe, expect, it } from "vitest";
 import { loadDataset, type LoadedDataset } from "../src/data/load.js";
+import { formatLocation } from "../src/data/types.js";
 import { MidpoError } from "../src/errors.js";
 
 const dir = mkdtempSync(join(tmpdir(), "midpo-data-read-"));
@@ -119,6 +120,11 @@ describe("file formats", () => {
       expect(loaded.summary.files[0].format).toBe("json");
       expect(loaded.pku.map((record) => record.source.row)).toEqual([0, 1, 2, 3, 4]);
     }
+  });
+
+  it("says rows count from 0", () => {
+    expect(formatLocation({ file: "a.json", row: 12 })).toBe("a.json row 12 (from 0)");
+    expect(formatLocation({ file: "a.jsonl", line: 3 })).toBe("a.jsonl:3");
   });
 
   it("reads a .json file of JSON lines as JSONL", async () => {

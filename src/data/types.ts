@@ -69,13 +69,13 @@ export interface PreferencePair {
   meta?: Record<string, unknown>;
 }
 
-/** Formats a location as `file:line` or `file row N`. */
+/** Formats a location as `file:line` or `file row N (from 0)`. */
 export function formatLocation(source: SourceLocation): string {
   if (source.line !== undefined) {
     return `${source.file}:${source.line}`;
   }
   if (source.row !== undefined) {
-    return `${source.file} row ${source.row}`;
+    return `${source.file} row ${source.row} (from 0)`;
   }
   return source.file;
 }
