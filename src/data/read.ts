@@ -35,7 +35,7 @@ const SNIFF_BYTES = 64 * 1024;
  */
 export async function detectFormat(path: string): Promise<DetectedFormat> {
   const head = await readHead(path);
-  const gzip = head[0] === GZIP_MAGIC[0] && head[1] === GZIP_MAGIC[1];
+  const gzip = startsWithGzipMagic(head);
   const name = basename(path).toLowerCase().replace(/\.gz$/, "");
 
   if (name.endsWith(".parquet")) {
@@ -87,6 +87,15 @@ export async function* readRecords(path: string, format?: FileFormat): AsyncGene
   }
 }
 
+/** Returns whether `path` starts with the gzip magic bytes. */
+export async function isGzipFile(path: string): Promise<boolean> {
+  return startsWithGzipMagic(await readHead(path));
+}
+
+function startsWithGzipMagic(head: Buffer): boolean {
+  return head[0] === GZIP_MAGIC[0] && head[1] === GZIP_MAGIC[1];
+}
+
 async function readHead(path: string): Promise<Buffer> {
   let handle;
   try {
@@ -114,9 +123,10 @@ function gunzipHead(head: Buffer): Buffer {
 
 /**
  * Streams a JSONL file line by line. Lines are split on raw bytes and each is decoded on its
- * own, so invalid UTF-8 is pinned to its line. Blank lines are skipped but still counted.
+ * own, so invalid UTF-8 is pinned to its line. A line ends at \n, \r\n or a lone \r, as in
+ * Node's readline. Blank lines are skipped but still counted.
  */
-async function* readJsonlFile(path: string, gzip: boolean): AsyncGenerator<ReadItem> {
+export async function* readJsonlFile(path: string, gzip: boolean): AsyncGenerator<ReadItem> {
   const input = createReadStream(path);
   const stream = gzip ? input.pipe(createGunzip()) : input;
   if (gzip) {
@@ -126,20 +136,31 @@ async function* readJsonlFile(path: string, gzip: boolean): AsyncGenerator<ReadI
 
   let pending: Buffer[] = [];
   let line = 0;
+  let afterCr = false;
   try {
     for await (const chunk of stream as AsyncIterable<Buffer>) {
       let start = 0;
-      let newline = chunk.indexOf(0x0a, start);
-      while (newline !== -1) {
-        pending.push(chunk.subarray(start, newline));
+      for (let i = 0; i < chunk.length; i++) {
+        const byte = chunk[i];
+        if (byte !== 0x0a && byte !== 0x0d) {
+          afterCr = false;
+          continue;
+        }
+        // The \n of a \r\n pair ends no second line.
+        const endsLine = byte === 0x0d || !afterCr;
+        afterCr = byte === 0x0d;
+        if (!endsLine) {
+          start = i + 1;
+          continue;
+        }
+        pending.push(chunk.subarray(start, i));
         line++;
         const item = parseJsonlLine(Buffer.concat(pending), path, line);
         pending = [];
         if (item !== undefined) {
           yield item;
         }
-        start = newline + 1;
-        newline = chunk.indexOf(0x0a, start);
+        start = i + 1;
       }
       if (start < chunk.length) {
         pending.push(chunk.subarray(start));

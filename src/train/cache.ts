@@ -28,7 +28,7 @@ export function defaultCacheDir(): string {
   return join(xdg && xdg !== "" ? xdg : join(homedir(), ".cache"), "midpo");
 }
 
-/** Creates a directory inside the cache; if that fails, throws an error naming the cache. */
+/** Creates a directory inside the cache, or throws an error naming the cache when that fails. */
 function makeCacheDir(path: string, cacheDir: string): void {
   try {
     mkdirSync(path, { recursive: true });
