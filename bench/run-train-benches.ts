@@ -59,6 +59,7 @@ interface Options {
   responseLength: number;
   scoreSequences: number;
   scoreLength: number;
+  scorePromptLength: number;
   scoreBatch: number;
   repeats: number;
   python: string;
@@ -162,6 +163,10 @@ function parsePositiveInteger(value: string): number {
   return n;
 }
 
+function parseNonNegativeInteger(value: string): number {
+  return value === "0" ? 0 : parsePositiveInteger(value);
+}
+
 function parseIntegerList(value: string): number[] {
   return value.split(",").map((part) => parsePositiveInteger(part.trim()));
 }
@@ -201,6 +206,13 @@ function parseOptions(): Options {
     .option("--score-sequences <n>", "sequences to score per timed run", parsePositiveInteger, 64)
     .option("--score-length <n>", "tokens per scored sequence", parsePositiveInteger, 256)
     .option(
+      "--score-prompt-length <n>",
+      "tokens that each pair of scored sequences shares, as two responses share a prompt " +
+        "(0: unrelated sequences)",
+      parseNonNegativeInteger,
+      128,
+    )
+    .option(
       "--score-batch <n>",
       "PyTorch's sequences per forward pass when scoring (midpo batches as `midpo score` does)",
       parsePositiveInteger,
@@ -222,7 +234,14 @@ function parseOptions(): Options {
     )
     .option("--results-dir <path>", "where the JSON report goes", "bench/results")
     .parse();
-  return program.opts<Options>();
+  const options = program.opts<Options>();
+  if (options.scorePromptLength >= options.scoreLength) {
+    program.error(
+      `--score-prompt-length ${options.scorePromptLength} leaves no response tokens in ` +
+        `sequences of --score-length ${options.scoreLength}; make it smaller`,
+    );
+  }
+  return options;
 }
 
 // ---------------------------------------------------------------------------------------------

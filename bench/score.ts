@@ -1,14 +1,16 @@
 // The midpo side of the scoring benchmark: end scores of the plan's sequences with
-// ScoreModel.endScores and its default batching, as `midpo score` runs it: the backbone runs on
-// at most SCORE_BATCH_TOKENS tokens per ORT run, and `score.weight` is read at each row's last
-// token. bench/run-train-benches.ts starts this file and reads the one JSON line it prints.
+// ScoreModel.endScores and its default settings, as `midpo score` runs it: the backbone runs on
+// at most SCORE_BATCH_TOKENS tokens per ORT run, sequences that share a prompt run it once,
+// and `score.weight` is read at each row's last token. Each timed run is followed by one with
+// prompt sharing off, which does the PyTorch side's work. bench/run-train-benches.ts starts
+// this file and reads the one JSON line it prints.
 //
 // Usage: npx tsx bench/score.ts --plan FILE
 
 import { performance } from "node:perf_hooks";
 import { Command } from "commander";
 
-import { ScoreModel } from "../src/model/score-model.js";
+import { ScoreModel, type EndScoreOptions } from "../src/model/score-model.js";
 import {
   instrumentOrt,
   measureOrtMatmul,
@@ -34,22 +36,32 @@ async function main(): Promise<void> {
   const model = ScoreModel.load(plan.score_model_dir);
   const loadSeconds = seconds(start);
 
-  // The first call builds the graph and creates the session; the second is the warm-up.
+  // The first calls build the graphs and create the sessions; the next are the warm-up.
+  const alone = { minSharedPrefix: Infinity };
   start = performance.now();
-  await model.endScores(sequences.slice(0, 1));
+  await model.endScores(sequences.slice(0, 2));
+  await model.endScores(sequences.slice(0, 1), alone);
   const sessionCreateSeconds = seconds(start);
   start = performance.now();
   let scores = await model.endScores(sequences);
   const warmupSeconds = seconds(start);
+  let aloneScores = await model.endScores(sequences, alone);
 
   const times: number[] = [];
   const ortTimes: number[] = [];
-  for (let r = 0; r < plan.repeats; r++) {
+  const aloneTimes: number[] = [];
+  const aloneOrtTimes: number[] = [];
+  const timed = async (options: EndScoreOptions, wall: number[], ort: number[]) => {
     const ortBefore = ortClock.seconds;
-    start = performance.now();
-    scores = await model.endScores(sequences);
-    times.push(seconds(start));
-    ortTimes.push(ortClock.seconds - ortBefore);
+    const begin = performance.now();
+    const result = await model.endScores(sequences, options);
+    wall.push(seconds(begin));
+    ort.push(ortClock.seconds - ortBefore);
+    return result;
+  };
+  for (let r = 0; r < plan.repeats; r++) {
+    scores = await timed({}, times, ortTimes);
+    aloneScores = await timed(alone, aloneTimes, aloneOrtTimes);
   }
 
   matmul = await measureOrtMatmul(plan, matmul);
@@ -64,6 +76,12 @@ async function main(): Promise<void> {
     seconds: times,
     ort_seconds: ortTimes,
     scores: Array.from(scores),
+    prompt_length: plan.score_prompt_length,
+    alone: {
+      seconds: aloneTimes,
+      ort_seconds: aloneOrtTimes,
+      scores_max_abs_diff: Math.max(...Array.from(scores, (v, i) => Math.abs(v - aloneScores[i]))),
+    },
     matmul,
     ...processFields(),
   };

@@ -53,8 +53,12 @@ export interface TrainPlan {
   beta: number;
   lora: { r: number; alpha: number; target_modules: string[] };
   router: { hidden: number; lambda_alpha: number; lambda_beta: number };
-  /** Sequences to score, all scored once per timed run. */
+  /**
+   * Sequences to score, all scored once per timed run: pairs that share their first
+   * `score_prompt_length` tokens, like two responses to one prompt.
+   */
   score_sequences: number[][];
+  score_prompt_length: number;
   /**
    * PyTorch's sequences per forward pass when scoring. midpo uses its default batching.
    * PyTorch scored fastest at 16 of 2, 4, 8, 16 and 32 (SmolLM-135M shape, 256 tokens).
@@ -146,6 +150,14 @@ export interface ScoreResult extends ResultBase {
   /** midpo only: time inside ORT's session.run, per timed run. */
   ort_seconds?: number[];
   scores: number[];
+  /**
+   * midpo only: the same runs with prompt sharing turned off, so that every sequence runs on
+   * its own as on the PyTorch side. `seconds` and `scores` are from midpo's default, which
+   * runs each shared prompt once.
+   */
+  alone?: { seconds: number[]; ort_seconds: number[]; scores_max_abs_diff: number };
+  /** midpo only: the plan's score_prompt_length. */
+  prompt_length?: number;
 }
 
 export type TrainBenchResult = StepResult | ScoreResult;

@@ -30,6 +30,7 @@ export interface SetupOptions {
   responseLength: number;
   scoreSequences: number;
   scoreLength: number;
+  scorePromptLength: number;
   scoreBatch: number;
   repeats: number;
   loraR: number;
@@ -124,6 +125,22 @@ export function routerShape(config: ModelConfig, hidden: number): RouterShape {
   };
 }
 
+/**
+ * Sequences to score, as a preference dataset has them: pairs of responses to one prompt of
+ * `scorePromptLength` tokens, every sequence `scoreLength` tokens long. An odd count leaves
+ * the last sequence alone.
+ */
+function scoreSequences(options: SetupOptions, ids: (length: number) => number[]): number[][] {
+  const sequences: number[][] = [];
+  const responseLength = options.scoreLength - options.scorePromptLength;
+  while (sequences.length < options.scoreSequences) {
+    const prompt = ids(options.scorePromptLength);
+    const responses = Math.min(2, options.scoreSequences - sequences.length);
+    for (let i = 0; i < responses; i++) sequences.push([...prompt, ...ids(responseLength)]);
+  }
+  return sequences;
+}
+
 /** Builds the plan: token ids drawn uniformly from the vocabulary, as no id is special here. */
 export function makePlan(
   config: ModelConfig,
@@ -151,7 +168,8 @@ export function makePlan(
     beta: 0.1,
     lora: { r: options.loraR, alpha: options.loraAlpha, target_modules: ["down_proj"] },
     router: { hidden: options.routerHidden, lambda_alpha: 1, lambda_beta: 1 },
-    score_sequences: Array.from({ length: options.scoreSequences }, () => ids(options.scoreLength)),
+    score_sequences: scoreSequences(options, ids),
+    score_prompt_length: options.scorePromptLength,
     score_batch: options.scoreBatch,
     repeats: options.repeats,
     // The matmul has as many rows as the step has tokens, and the shape of gate_proj.

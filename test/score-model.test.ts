@@ -5,8 +5,10 @@ import { spawnSync } from "node:child_process";
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { describe, expect, it } from "vitest";
+import { describe, expect, it, vi } from "vitest";
 import { loadScoreModel, ScoreModel } from "../src/model/score-model.js";
+import { groupSharedPrefixes } from "../src/model/shared-prefix.js";
+import { Session } from "../src/runtime/session.js";
 
 const DIR = join(import.meta.dirname, "fixtures", "score");
 
@@ -25,6 +27,42 @@ describe.each(["llama-seqcls", "pku-score-bf16"])("%s", (name) => {
       expect(Math.abs(scores[i] - s.end_score)).toBeLessThanOrEqual(1e-4),
     );
     await model.release();
+  });
+});
+
+describe.each(["llama-seqcls", "pku-score-bf16"])("%s, shared prefixes", (name) => {
+  const expected = JSON.parse(readFileSync(join(DIR, `${name}.expected.json`), "utf8")) as {
+    shared_prefix_sequences: { input_ids: number[]; end_score: number }[];
+  };
+  const seqs = expected.shared_prefix_sequences.map((s) => s.input_ids);
+
+  it("fixture groups share their prompts", () => {
+    const { groups, singles } = groupSharedPrefixes(seqs);
+    expect(groups.map((g) => g.prefixLength).sort()).toEqual([18, 24]);
+    expect(singles).toEqual([]);
+  });
+
+  it.each([
+    { runs: "default runs", options: {} },
+    { runs: "one row per run", options: { maxBatchTokens: 1 } },
+    { runs: "runs of 20 tokens", options: { maxBatchTokens: 20 } },
+    { runs: "sharing off", options: { minSharedPrefix: Infinity } },
+  ])("end scores match PyTorch, $runs", async ({ options }) => {
+    const model = ScoreModel.load(join(DIR, name));
+    const run = vi.spyOn(Session.prototype, "run");
+    try {
+      const scores = await model.endScores(seqs, options);
+      expected.shared_prefix_sequences.forEach((s, i) =>
+        expect(Math.abs(scores[i] - s.end_score)).toBeLessThanOrEqual(1e-4),
+      );
+      // Runs on a prefix's cache feed a past of nonzero length; sharing off feeds none.
+      const pastLengths = run.mock.calls.map(([feeds]) => feeds["past_key.0"]?.dims[0] ?? 0);
+      const sharing = options.minSharedPrefix === undefined;
+      expect(pastLengths.some((n) => n > 0)).toBe(sharing);
+    } finally {
+      run.mockRestore();
+      await model.release();
+    }
   });
 });
 

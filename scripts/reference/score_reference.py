@@ -53,6 +53,10 @@ SEQUENCE_LENGTHS = [1, 3, 9, 20]
 # without padding and one row of a single token.
 BATCH_ROWS = [2, 0, 3, 1]
 PAD_TOKEN_ID = 0
+# Sequences that share prefixes, as responses to one prompt do: (prefix length, suffix
+# lengths) per prompt. Every prefix is at least midpo's default MIN_SHARED_PREFIX (16), so an
+# engine that runs each shared prefix once does so with its default settings.
+SHARED_PREFIX_GROUPS = [(18, [1, 4, 9]), (24, [2, 6])]
 BOS_TOKEN_ID = 1
 
 # transformers' LlamaForSequenceClassification finds the last real token by looking for
@@ -311,6 +315,26 @@ def random_sequences(config):
     return sequences
 
 
+def shared_prefix_sequences(config, seed):
+    """Return sequences in SHARED_PREFIX_GROUPS, interleaved across prompts, plus a copy of
+    the first one. A separate generator leaves the other cases' draws unchanged."""
+    generator = torch.Generator().manual_seed(seed)
+
+    def draw(length):
+        return torch.randint(
+            FIRST_REAL_TOKEN_ID, config["vocab_size"], (length,), generator=generator
+        ).tolist()
+
+    groups = []
+    for prefix_length, suffix_lengths in SHARED_PREFIX_GROUPS:
+        prefix = [BOS_TOKEN_ID] + draw(prefix_length - 1)
+        groups.append([prefix + draw(length) for length in suffix_lengths])
+    sequences = []
+    for index in range(max(len(group) for group in groups)):
+        sequences.extend(group[index] for group in groups if index < len(group))
+    return sequences + [list(sequences[0])]
+
+
 def check_prefix_scores(name, weights, config, head, ids):
     """Assert that the end score of each prefix of `ids` equals the score at that position.
 
@@ -435,6 +459,10 @@ def make_case(case):
             {"input_ids": ids, "end_score": float(score)} for ids, score in zip(sequences, scores)
         ],
         "padded_batch": padded_batch_expectations(name, weights, config, head, sequences, scores),
+        "shared_prefix_sequences": [
+            {"input_ids": ids, "end_score": float(end_score(weights, config, head, ids))}
+            for ids in shared_prefix_sequences(config, case["seed"] + 1)
+        ],
         "float32_max_abs_score_error": float32_drift(weights, config, head, sequences, scores),
     }
     write_json(os.path.join(OUT_DIR, f"{name}.expected.json"), expected)

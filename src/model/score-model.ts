@@ -15,6 +15,7 @@ import { Session, int64Tensor, tensor, weightFeeds, type Feeds } from "../runtim
 import type { WeightMap } from "./causal-lm.js";
 import type { ModelConfig } from "./config.js";
 import { buildLlamaGraph, weightSpecs, type LinearOverride } from "./llama.js";
+import { groupSharedPrefixes, type PrefixGroup } from "./shared-prefix.js";
 import { parseConfig } from "./load-config.js";
 import type { LoadOptions } from "./load.js";
 import {
@@ -142,6 +143,8 @@ export function loadScoreModel(dir: string, options: LoadOptions = {}): ScoreMod
  * Builds the end-score graph: backbone hidden states, the row picked by `last_token_mask`
  * ([batch, seq], 1 at the last non-padding token), then the head. The head weight is the
  * input `score.weight` [1, hidden] so that training can feed it; `score.bias` is a scalar input.
+ * With `kvCache`, the graph also takes the past_key.N/past_value.N inputs and returns the
+ * `present` output of buildLlamaGraph's KV cache.
  */
 export function buildScoreGraph(
   config: ModelConfig,
@@ -149,6 +152,7 @@ export function buildScoreGraph(
   dtype: "float32" | "float64" = "float32",
   forGradients = false,
   mappedWeights?: ReadonlyMap<string, FileRange>,
+  kvCache = false,
 ): { graph: Graph; scores: Tensor; head: Tensor } {
   const g = buildLlamaGraph(config, {
     output: "hidden",
@@ -156,6 +160,7 @@ export function buildScoreGraph(
     linear,
     forGradients,
     mappedWeights,
+    kvCache,
   });
   const hidden = g.outputs.find((t) => t.name === "hidden")!;
   const lastMask = g.input("last_token_mask", dtype, ["batch", "seq"]);
@@ -231,9 +236,38 @@ export function batchFeeds(b: PaddedBatch): Feeds {
  */
 export const SCORE_BATCH_TOKENS = 512;
 
+/** Options of ScoreModel.endScores. */
+export interface EndScoreOptions {
+  /** Tokens per ORT run, counted as rows times the longest row; SCORE_BATCH_TOKENS by default. */
+  maxBatchTokens?: number;
+  /**
+   * Sequences that share a prefix of at least this many tokens (MIN_SHARED_PREFIX by default)
+   * run it once: the prefix first, then each sequence's remaining tokens on the prefix's
+   * key-value cache. Infinity scores every sequence on its own.
+   */
+  minSharedPrefix?: number;
+}
+
+/** The key-value cache of a batch of prefixes: buildLlamaGraph's `present` output. */
+interface PrefixCache {
+  /** [2 * layers, width, rows, kvHeads, headDim] */
+  present: Float32Array;
+  width: number;
+  rows: number;
+}
+
+/** A sequence's tokens after its group's prefix, and the row of that prefix in its cache. */
+interface Suffix {
+  index: number;
+  tokens: number[];
+  prefixRow: number;
+  prefixLength: number;
+}
+
 /** A loaded score model that computes end scores of token sequences. */
 export class ScoreModel {
   private session: Promise<Session> | null = null;
+  private cachedSession: Promise<Session> | null = null;
 
   constructor(readonly files: ScoreModelFiles) {}
 
@@ -242,16 +276,19 @@ export class ScoreModel {
     return new ScoreModel(loadScoreModel(dir, { mapWeights: true }));
   }
 
-  private getSession(): Promise<Session> {
-    if (this.session === null) {
+  /** Returns the session of the plain score graph or, with `kvCache`, of the one with a KV cache. */
+  private getSession(kvCache: boolean): Promise<Session> {
+    let session = kvCache ? this.cachedSession : this.session;
+    if (session === null) {
       const files = this.files;
-      this.session = createMappedSession(files.mapped, files.weights, () => {
+      session = createMappedSession(files.mapped, files.weights, () => {
         const { graph, scores } = buildScoreGraph(
           files.config,
           undefined,
           "float32",
           false,
           fileRanges(files.mapped),
+          kvCache,
         );
         graph.output("scores", scores);
         const bound = weightFeeds(graph, files.weights);
@@ -259,30 +296,163 @@ export class ScoreModel {
         bound["score.bias"] = tensor("float32", Float32Array.of(files.head.bias), []);
         return Session.create(graph, { bound });
       });
+      if (kvCache) this.cachedSession = session;
+      else this.session = session;
     }
-    return this.session;
+    return session;
   }
 
-  /** End scores of the sequences, batched by length. */
-  async endScores(
-    seqs: readonly number[][],
-    maxBatchTokens = SCORE_BATCH_TOKENS,
-  ): Promise<Float64Array> {
-    const session = await this.getSession();
+  /**
+   * End scores of the sequences. Sequences that share a long prefix, such as the responses
+   * to one prompt, run that prefix once (see EndScoreOptions.minSharedPrefix). The others run
+   * on their own, batched by length.
+   */
+  async endScores(seqs: readonly number[][], options: EndScoreOptions = {}): Promise<Float64Array> {
+    const maxBatchTokens = options.maxBatchTokens ?? SCORE_BATCH_TOKENS;
     const out = new Float64Array(seqs.length);
-    const order = seqs.map((_, i) => i).sort((a, b) => seqs[b].length - seqs[a].length);
-    let start = 0;
-    while (start < order.length) {
-      const rows = Math.max(1, Math.floor(maxBatchTokens / Math.max(1, seqs[order[start]].length)));
-      const idx = order.slice(start, start + rows);
-      start += idx.length;
+    const { groups, singles } = groupSharedPrefixes(seqs, options.minSharedPrefix);
+    await this.scoreAlone(seqs, singles, maxBatchTokens, out);
+    await this.scoreGroups(seqs, groups, maxBatchTokens, out);
+    return out;
+  }
+
+  /** Scores `seqs[i]` for each i in `indices` on its own, longest first, into `out[i]`. */
+  private async scoreAlone(
+    seqs: readonly number[][],
+    indices: readonly number[],
+    maxBatchTokens: number,
+    out: Float64Array,
+  ): Promise<void> {
+    if (indices.length === 0) return;
+    const session = await this.getSession(false);
+    const order = [...indices].sort((a, b) => seqs[b].length - seqs[a].length);
+    for (const idx of batchesByTokens(order, (i) => seqs[i].length, maxBatchTokens)) {
       const result = await session.run(batchFeeds(padSequences(idx.map((i) => seqs[i]))));
-      const scores = result.scores.data as Float32Array;
-      idx.forEach((i, r) => {
-        out[i] = this.normalise(scores[r]);
+      this.store(result.scores.data as Float32Array, idx, out);
+    }
+  }
+
+  /**
+   * Scores the members of prefix groups: a batch of prefixes, longest first, then their
+   * members' remaining tokens in batches on the prefixes' key-value cache.
+   */
+  private async scoreGroups(
+    seqs: readonly number[][],
+    groups: readonly PrefixGroup[],
+    maxBatchTokens: number,
+    out: Float64Array,
+  ): Promise<void> {
+    if (groups.length === 0) return;
+    const session = await this.getSession(true);
+    const sorted = [...groups].sort((a, b) => b.prefixLength - a.prefixLength);
+    for (const chunk of batchesByTokens(sorted, (g) => g.prefixLength, maxBatchTokens)) {
+      const prefixes = chunk.map((g) => seqs[g.members[0]].slice(0, g.prefixLength));
+      const cache = await this.runPrefixes(session, prefixes);
+
+      const suffixes: Suffix[] = chunk.flatMap((g, prefixRow) =>
+        g.members.map((index) => ({
+          index,
+          tokens: seqs[index].slice(g.prefixLength),
+          prefixRow,
+          prefixLength: g.prefixLength,
+        })),
+      );
+      suffixes.sort((a, b) => b.tokens.length - a.tokens.length);
+      for (const batch of batchesByTokens(suffixes, (s) => s.tokens.length, maxBatchTokens)) {
+        const result = await session.run(this.suffixFeeds(batch, cache), ["scores"]);
+        this.store(
+          result.scores.data as Float32Array,
+          batch.map((s) => s.index),
+          out,
+        );
+      }
+    }
+  }
+
+  /** Runs right-padded prefixes with an empty cache and returns the cache they leave. */
+  private async runPrefixes(session: Session, prefixes: number[][]): Promise<PrefixCache> {
+    const batch = padSequences(prefixes);
+    const feeds = batchFeeds(batch);
+    feeds.last_token_mask = tensor("float32", new Float32Array(batch.rows * batch.width), [
+      batch.rows,
+      batch.width,
+    ]);
+    Object.assign(feeds, this.pastFeeds(new Float32Array(0), 0, batch.rows));
+    const result = await session.run(feeds, ["present"]);
+    return { present: result.present.data as Float32Array, width: batch.width, rows: batch.rows };
+  }
+
+  /**
+   * Feeds for suffixes on their prefixes' cache. Row r's past contains its prefix's entries at
+   * positions 0..prefixLength-1 and masked zeros up to the longest prefix of the batch. Its
+   * tokens continue at position prefixLength, and they are right-padded.
+   */
+  private suffixFeeds(batch: readonly Suffix[], cache: PrefixCache): Feeds {
+    const c = this.files.config;
+    const rows = batch.length;
+    const entry = c.numKeyValueHeads * c.headDim;
+    const pastLength = Math.max(...batch.map((s) => s.prefixLength));
+    const padded = padSequences(batch.map((s) => s.tokens));
+
+    const past = new Float32Array(2 * c.numHiddenLayers * pastLength * rows * entry);
+    const pastBlock = pastLength * rows * entry;
+    const cacheBlock = cache.width * cache.rows * entry;
+    for (let k = 0; k < 2 * c.numHiddenLayers; k++) {
+      batch.forEach((s, r) => {
+        for (let p = 0; p < s.prefixLength; p++) {
+          const from = k * cacheBlock + (p * cache.rows + s.prefixRow) * entry;
+          past.set(
+            cache.present.subarray(from, from + entry),
+            k * pastBlock + (p * rows + r) * entry,
+          );
+        }
       });
     }
-    return out;
+
+    const total = pastLength + padded.width;
+    const attentionMask = new BigInt64Array(rows * total);
+    batch.forEach((s, r) => {
+      attentionMask.fill(1n, r * total, r * total + s.prefixLength);
+      attentionMask.fill(1n, r * total + pastLength, r * total + pastLength + s.tokens.length);
+      for (let t = 0; t < padded.width; t++) {
+        padded.positionIds[r * padded.width + t] = BigInt(s.prefixLength + t);
+      }
+    });
+    return {
+      ...batchFeeds(padded),
+      attention_mask: int64Tensor(attentionMask, [rows, total]),
+      ...this.pastFeeds(past, pastLength, rows),
+    };
+  }
+
+  /**
+   * past_key.N and past_value.N as views of `past` [2 * layers, length, rows, kvHeads,
+   * headDim], the layout of the graph's `present` output.
+   */
+  private pastFeeds(past: Float32Array, length: number, rows: number): Feeds {
+    const c = this.files.config;
+    const dims = [length, rows, c.numKeyValueHeads, c.headDim];
+    const block = length * rows * c.numKeyValueHeads * c.headDim;
+    const feeds: Feeds = {};
+    for (let l = 0; l < c.numHiddenLayers; l++) {
+      feeds[`past_key.${l}`] = tensor(
+        "float32",
+        past.subarray(2 * l * block, (2 * l + 1) * block),
+        dims,
+      );
+      feeds[`past_value.${l}`] = tensor(
+        "float32",
+        past.subarray((2 * l + 1) * block, (2 * l + 2) * block),
+        dims,
+      );
+    }
+    return feeds;
+  }
+
+  private store(scores: Float32Array, indices: readonly number[], out: Float64Array): void {
+    indices.forEach((i, r) => {
+      out[i] = this.normalise(scores[r]);
+    });
   }
 
   private normalise(score: number): number {
@@ -293,9 +463,32 @@ export class ScoreModel {
   }
 
   async release(): Promise<void> {
-    if (this.session !== null) await (await this.session).release();
+    for (const session of [this.session, this.cachedSession]) {
+      if (session !== null) await (await session).release();
+    }
     this.session = null;
+    this.cachedSession = null;
   }
+}
+
+/**
+ * Splits items sorted by decreasing length into consecutive batches of at most
+ * `maxTokens` padded tokens each: as many rows as fit at the first row's length, and at
+ * least one.
+ */
+function batchesByTokens<T>(
+  items: readonly T[],
+  length: (item: T) => number,
+  maxTokens: number,
+): T[][] {
+  const batches: T[][] = [];
+  let start = 0;
+  while (start < items.length) {
+    const rows = Math.max(1, Math.floor(maxTokens / Math.max(1, length(items[start]))));
+    batches.push(items.slice(start, start + rows));
+    start += rows;
+  }
+  return batches;
 }
 
 /**

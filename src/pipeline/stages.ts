@@ -137,7 +137,7 @@ export async function cachedEndScores(
     async () => {
       const model = ScoreModel.load(scoreDir);
       try {
-        return await model.endScores(sequences, maxBatchTokens);
+        return await model.endScores(sequences, { maxBatchTokens });
       } finally {
         await model.release();
       }
