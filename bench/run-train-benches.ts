@@ -314,6 +314,15 @@ function main(): void {
   for (const bench of options.only) {
     for (const job of jobsOf(bench, torchThreads)) runs.push(runJob(job, planPath, options.python));
   }
+  mkdirSync(options.resultsDir, { recursive: true });
+  const stamp = started
+    .toISOString()
+    .replace(/:/g, "-")
+    .replace(/\.\d+Z$/, "Z");
+  const path = join(options.resultsDir, `train-${stamp}.json`);
+  // The measurements first, so that they survive an error while the report is made; the
+  // full report replaces this file below.
+  writeFileSync(path, JSON.stringify({ date: started.toISOString(), machine, runs }) + "\n");
 
   const lora = loraParams(config, plan.lora.r);
   const inputs: ReportInputs = {
@@ -361,12 +370,6 @@ function main(): void {
     benches,
     runs: runs.map((r) => ({ ...r, result: withoutLongArrays(r.result) })),
   };
-  mkdirSync(options.resultsDir, { recursive: true });
-  const stamp = started
-    .toISOString()
-    .replace(/:/g, "-")
-    .replace(/\.\d+Z$/, "Z");
-  const path = join(options.resultsDir, `train-${stamp}.json`);
   writeFileSync(path, JSON.stringify(report, null, 2) + "\n");
   log.info({ path }, "wrote the benchmark report");
 }

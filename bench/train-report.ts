@@ -153,10 +153,15 @@ interface Sources {
   pytorch: TrainBenchResult | null;
 }
 
+/** Results made from part of a process's result (its timed runs with sharing off), by source. */
+const derivedFrom = new WeakMap<TrainBenchResult, TrainBenchResult>();
+
 /** Threads and other processes' load of a row's processes, for the table. */
 function processFacts(inputs: ReportInputs, sources: Sources) {
-  const load = (r: TrainBenchResult) =>
-    inputs.runs.find((run) => run.result === r)!.other_cpu_cores;
+  const load = (r: TrainBenchResult) => {
+    const source = derivedFrom.get(r) ?? r;
+    return inputs.runs.find((run) => run.result === source)!.other_cpu_cores;
+  };
   const { midpo, pytorch } = sources;
   return {
     threads: { midpo: midpo.threads, pytorch: pytorch?.threads ?? null },
@@ -375,6 +380,7 @@ export function scoreRows(inputs: ReportInputs): SummaryRow[] {
     midpo.alone === undefined
       ? null
       : { ...midpo, seconds: midpo.alone.seconds, ort_seconds: midpo.alone.ort_seconds };
+  if (alone !== null) derivedFrom.set(alone, midpo);
   if (alone !== null) {
     rows.push(
       compareRow(
