@@ -360,7 +360,7 @@ export class ScoreModel {
         })),
       );
       suffixes.sort((a, b) => b.tokens.length - a.tokens.length);
-      for (const batch of batchesByTokens(suffixes, (s) => s.tokens.length, maxBatchTokens)) {
+      for (const batch of suffixBatches(suffixes, maxBatchTokens)) {
         const result = await session.run(this.suffixFeeds(batch, cache), ["scores"]);
         this.store(
           result.scores.data as Float32Array,
@@ -468,6 +468,38 @@ export class ScoreModel {
     if (this.session !== null) await (await this.session).release();
     this.session = null;
   }
+}
+
+/**
+ * Past positions per suffix batch, as a multiple of its token budget. Each row copies its
+ * prefix's cache, so many rows on a long prompt would otherwise copy it many times over.
+ */
+const PAST_TOKENS_PER_BATCH_TOKEN = 4;
+
+/**
+ * Splits suffixes sorted by decreasing length into batches of at most `maxTokens` padded
+ * tokens and PAST_TOKENS_PER_BATCH_TOKEN times as many past positions, each with at least
+ * one row.
+ */
+function suffixBatches(suffixes: readonly Suffix[], maxTokens: number): Suffix[][] {
+  const batches: Suffix[][] = [];
+  let start = 0;
+  while (start < suffixes.length) {
+    const width = Math.max(1, suffixes[start].tokens.length);
+    let pastLength = suffixes[start].prefixLength;
+    let end = start + 1;
+    while (end < suffixes.length) {
+      const rows = end - start + 1;
+      const longestPast = Math.max(pastLength, suffixes[end].prefixLength);
+      if (rows * width > maxTokens) break;
+      if (rows * longestPast > PAST_TOKENS_PER_BATCH_TOKEN * maxTokens) break;
+      pastLength = longestPast;
+      end++;
+    }
+    batches.push(suffixes.slice(start, end));
+    start = end;
+  }
+  return batches;
 }
 
 /**
