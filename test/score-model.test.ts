@@ -5,7 +5,7 @@ import { spawnSync } from "node:child_process";
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { describe, expect, it, vi } from "vitest";
+import { afterAll, describe, expect, it, vi } from "vitest";
 import { loadScoreModel, ScoreModel } from "../src/model/score-model.js";
 import { groupSharedPrefixes } from "../src/model/shared-prefix.js";
 import { Session } from "../src/runtime/session.js";
@@ -63,6 +63,26 @@ describe.each(["llama-seqcls", "pku-score-bf16"])("%s, shared prefixes", (name) 
       run.mockRestore();
       await model.release();
     }
+  });
+});
+
+describe("endScores input checks", () => {
+  const model = ScoreModel.load(join(DIR, "llama-seqcls"));
+  afterAll(() => model.release());
+
+  it.each([
+    { input: "an empty sequence", seqs: [[1, 2], []], message: /sequence 1: it is empty/ },
+    { input: "a negative id", seqs: [[1, -1]], message: /position 1: token id -1 is not/ },
+    { input: "an id past the vocabulary", seqs: [[1, 160]], message: /in \[0, 160\)/ },
+    { input: "a fractional id", seqs: [[1, 2.5]], message: /token id 2\.5 is not/ },
+  ])("rejects $input", async ({ seqs, message }) => {
+    await expect(model.endScores(seqs)).rejects.toThrow(message);
+  });
+
+  it("rejects maxBatchTokens NaN", async () => {
+    await expect(model.endScores([[1, 2]], { maxBatchTokens: NaN })).rejects.toThrow(
+      /maxBatchTokens must be at least 1, got NaN/,
+    );
   });
 });
 

@@ -34,7 +34,7 @@ describe("groupSharedPrefixes", () => {
 
   it("stops a group where joining saves fewer tokens", () => {
     const a = range(1, 40);
-    // Two sequences share 39 tokens; a third shares only the first 10 with them.
+    // Two sequences share 40 tokens, and a third shares only the first 10 with them.
     const seqs = [
       [...a, 1000],
       [...a, 2000],
@@ -54,10 +54,27 @@ describe("groupSharedPrefixes", () => {
       [...range(1, 20), 800, 801],
     ];
     // Sorted: 0, 1 (common 30), then 2 and 3 (common 20 with the rest).
-    // 2 members at 30 save 30; 3 at 20 save 40; 4 at 20 save 60.
+    // 2 members at 30 save 30, 3 at 20 save 40, and 4 at 20 save 60.
     const { groups, singles } = groupSharedPrefixes(seqs, 4);
     expect(groups).toEqual([{ prefixLength: 20, members: [0, 1, 2, 3] }]);
     expect(singles).toEqual([]);
+  });
+
+  it("keeps prompts apart behind a common header", () => {
+    // Three prompts of 40 tokens that begin with the same 20-token header, two responses
+    // each, and one sequence that shares only the header.
+    const header = range(1, 20);
+    const prompt = (k: number) => [...header, ...range(100 * (k + 1), 20)];
+    const seqs = [0, 1, 2].flatMap((k) => [
+      [...prompt(k), 5000 + k],
+      [...prompt(k), 6000 + k],
+    ]);
+    // The single sorts before, between and after the prompts.
+    for (const token of [50, 150, 9000]) {
+      const { groups, singles } = groupSharedPrefixes([...seqs, [...header, token, 1]], 16);
+      expect(groups.map((g) => g.prefixLength)).toEqual([40, 40, 40]);
+      expect(singles).toEqual([6]);
+    }
   });
 
   it("shares at least one token", () => {

@@ -193,7 +193,7 @@ export interface PaddedBatch {
 
 export function padSequences(seqs: readonly number[][], padId = 0): PaddedBatch {
   const rows = seqs.length;
-  const width = Math.max(1, ...seqs.map((s) => s.length));
+  const width = seqs.reduce((w, s) => Math.max(w, s.length), 1);
   const inputIds = new BigInt64Array(rows * width);
   const attentionMask = new BigInt64Array(rows * width);
   const positionIds = new BigInt64Array(rows * width);
@@ -238,12 +238,17 @@ export const SCORE_BATCH_TOKENS = 512;
 
 /** Options of ScoreModel.endScores. */
 export interface EndScoreOptions {
-  /** Tokens per ORT run, counted as rows times the longest row; SCORE_BATCH_TOKENS by default. */
+  /**
+   * Tokens per ORT run, counted as rows times the longest row (SCORE_BATCH_TOKENS by
+   * default). A longer sequence or prefix runs as one row anyway. Runs on a prefix's cache
+   * also take up to PAST_TOKENS_PER_BATCH_TOKEN times as many past positions.
+   */
   maxBatchTokens?: number;
   /**
    * Sequences that share a prefix of at least this many tokens (MIN_SHARED_PREFIX by default)
-   * run it once: the prefix first, then each sequence's remaining tokens on the prefix's
-   * key-value cache. Infinity scores every sequence on its own.
+   * may run it once: the prefix first, then each sequence's remaining tokens on the prefix's
+   * key-value cache. groupSharedPrefixes decides which prefixes are worth it. Infinity scores
+   * every sequence on its own.
    */
   minSharedPrefix?: number;
 }
@@ -303,17 +308,40 @@ export class ScoreModel {
   }
 
   /**
-   * End scores of the sequences. Sequences that share a long prefix, such as the responses
-   * to one prompt, run that prefix once (see EndScoreOptions.minSharedPrefix). The others run
-   * on their own, batched by length.
+   * Computes the end scores of the sequences, in input order. Sequences that share a long
+   * prefix, such as the responses to one prompt, run it once (see groupSharedPrefixes). The
+   * others run on their own, batched by length.
    */
   async endScores(seqs: readonly number[][], options: EndScoreOptions = {}): Promise<Float64Array> {
     const maxBatchTokens = options.maxBatchTokens ?? SCORE_BATCH_TOKENS;
+    if (!(maxBatchTokens >= 1)) {
+      throw new MidpoError(`maxBatchTokens must be at least 1, got ${maxBatchTokens}`);
+    }
+    this.checkTokens(seqs);
     const out = new Float64Array(seqs.length);
     const { groups, singles } = groupSharedPrefixes(seqs, options.minSharedPrefix);
     await this.scoreAlone(seqs, singles, maxBatchTokens, out);
     await this.scoreGroups(seqs, groups, maxBatchTokens, out);
     return out;
+  }
+
+  /**
+   * Rejects empty sequences and token ids that are not integers in [0, vocab_size). ORT
+   * would wrap an id of -1 around to the last row of the embedding table without an error.
+   */
+  private checkTokens(seqs: readonly number[][]): void {
+    const vocab = this.files.config.vocabSize;
+    seqs.forEach((seq, i) => {
+      if (seq.length === 0) throw new MidpoError(`cannot score sequence ${i}: it is empty`);
+      seq.forEach((id, t) => {
+        if (!Number.isInteger(id) || id < 0 || id >= vocab) {
+          throw new MidpoError(
+            `sequence ${i}, position ${t}: token id ${id} is not an integer in [0, ${vocab}); ` +
+              `tokenize with the score model's own tokenizer`,
+          );
+        }
+      });
+    });
   }
 
   /** Scores `seqs[i]` for each i in `indices` on its own, longest first, into `out[i]`. */
@@ -393,7 +421,7 @@ export class ScoreModel {
     const c = this.files.config;
     const rows = batch.length;
     const entry = c.numKeyValueHeads * c.headDim;
-    const pastLength = Math.max(...batch.map((s) => s.prefixLength));
+    const pastLength = batch.reduce((n, s) => Math.max(n, s.prefixLength), 0);
     const padded = padSequences(batch.map((s) => s.tokens));
 
     const past = new Float32Array(2 * c.numHiddenLayers * pastLength * rows * entry);
