@@ -36,7 +36,7 @@ async function main(): Promise<void> {
   const model = ScoreModel.load(plan.score_model_dir);
   const loadSeconds = seconds(start);
 
-  // The first calls build the graphs and create the sessions; the next are the warm-up.
+  // The first calls build the graph and create the session, and the next are the warm-up.
   const alone = { minSharedPrefix: Infinity };
   start = performance.now();
   await model.endScores(sequences.slice(0, 2));

@@ -394,8 +394,8 @@ export function scoreRows(inputs: ReportInputs): SummaryRow[] {
       ),
     );
   }
-  // Model FLOPs count every token of every sequence, so only runs without sharing give a
-  // utilisation below 100 %.
+  // Model FLOPs count every token of every sequence, and runs with sharing skip some of them,
+  // so utilisation is reported for the runs without sharing.
   const full = alone ?? midpo;
   rows.push(
     ...utilisationRows(
