@@ -67,10 +67,6 @@ export async function runGenerate(options: GenerateCommandOptions): Promise<void
   const decode = tokenizer
     ? (t: readonly number[]) => tokenizer.decode(t, { skipSpecialTokens: true })
     : undefined;
-  // Streamed text stays this many characters behind the decoded text, so that a stop string
-  // is recognised before any of it is printed. A trailing U+FFFD (an incomplete UTF-8
-  // character) is held back too.
-  const holdBack = Math.max(0, ...options.stop.map((s) => s.length - 1));
   const generated: number[] = [];
   let written = "";
 
@@ -91,8 +87,7 @@ export async function runGenerate(options: GenerateCommandOptions): Promise<void
         return;
       }
       const text = decode(generated);
-      let safe = text.length - holdBack;
-      if (text.endsWith("\uFFFD")) safe = Math.min(safe, text.length - 1);
+      const safe = streamableLength(text, options.stop);
       if (safe > written.length && text.startsWith(written)) {
         process.stdout.write(text.slice(written.length, safe));
         written = text.slice(0, safe);
@@ -108,6 +103,24 @@ export async function runGenerate(options: GenerateCommandOptions): Promise<void
   process.stdout.write("\n");
   if (options.showGates) process.stderr.write(gates.format());
   await model.release();
+}
+
+/**
+ * Returns how much of the decoded text may be streamed. It stays one character short of the
+ * longest stop string behind the text, so that a stop string is recognised before any of it
+ * is printed, and it ends before a stop string already in the text, which the token that
+ * completes it can bring whole. A trailing U+FFFD (an incomplete UTF-8 character) is held
+ * back too.
+ */
+export function streamableLength(text: string, stops: readonly string[]): number {
+  const holdBack = stops.reduce((n, s) => Math.max(n, s.length - 1), 0);
+  let safe = text.length - holdBack;
+  if (text.endsWith("\uFFFD")) safe = Math.min(safe, text.length - 1);
+  for (const stop of stops) {
+    const at = stop === "" ? -1 : text.indexOf(stop);
+    if (at >= 0) safe = Math.min(safe, at);
+  }
+  return Math.max(0, safe);
 }
 
 /**

@@ -1,0 +1,28 @@
+// How much decoded text `midpo generate` may stream before stop strings are settled.
+
+import { describe, expect, it } from "vitest";
+import { streamableLength } from "../src/cli/generate.js";
+
+describe("streamableLength", () => {
+  it("streams everything without stop strings", () => {
+    expect(streamableLength("first gather", [])).toBe(12);
+  });
+
+  it("holds back one character less than the longest stop string", () => {
+    expect(streamableLength("first gather the t", ["tools"])).toBe(14);
+  });
+
+  it("ends before a stop string that arrived whole", () => {
+    // "the" first occurs inside "gather", at 8, and the token "ther" brought it whole.
+    expect(streamableLength("first gather", ["the"])).toBe(8);
+    expect(streamableLength("first ga", ["the", "ga"])).toBe(6);
+  });
+
+  it("holds back an incomplete UTF-8 character", () => {
+    expect(streamableLength("caf\uFFFD", [])).toBe(3);
+  });
+
+  it("never returns a negative length", () => {
+    expect(streamableLength("ab", ["a long stop string"])).toBe(0);
+  });
+});
