@@ -402,7 +402,9 @@ export class Trainer<E> {
     this.logMetrics({ step: this.state.step + 1, error: `${what} is ${value}` });
     throw new MidpoError(
       `training stopped: the ${what} became ${value} at ${where}; ${kept}. ` +
-        `Lower --lr, check the data for empty or extreme examples, then rerun with --resume`,
+        `Lower --lr or check the data for empty or extreme examples, then start over with ` +
+        `another --out (or remove this one). --resume continues only a run with the same ` +
+        `arguments, which would reach the same ${what}`,
     );
   }
 }
