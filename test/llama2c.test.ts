@@ -3,7 +3,8 @@
 // (scripts/reference/stories260k_greedy.py), whose RoPE rotates interleaved pairs, so the
 // q/k row permutation of the converter is checked against an independent formulation.
 
-import { existsSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { spawnSync } from "node:child_process";
+import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, describe, expect, it } from "vitest";
@@ -58,6 +59,27 @@ describe.skipIf(!existsSync(BIN))("stories260K", () => {
     });
     expect(gen.tokens).toEqual(expected.new_tokens);
     await model.release();
+  });
+});
+
+describe.skipIf(!existsSync(BIN))("midpo convert-llama2c", () => {
+  const work = mkdtempSync(join(tmpdir(), "midpo-convert-out-"));
+  afterAll(() => rmSync(work, { recursive: true, force: true }));
+  const bin = join(import.meta.dirname, "..", "bin", "midpo.js");
+
+  it.each([
+    { out: "a file", path: "taken", message: /taken already exists and is not a directory/ },
+    { out: "under a file", path: "taken/model", message: /part of this path is a file/ },
+  ])("names an output path $out", ({ path, message }) => {
+    writeFileSync(join(work, "taken"), "");
+    const run = spawnSync(
+      process.execPath,
+      [bin, "convert-llama2c", "--input", BIN, "--out", join(work, path)],
+      { encoding: "utf8" },
+    );
+    expect(run.status).toBe(1);
+    expect(run.stderr).toMatch(message);
+    expect(run.stderr).not.toMatch(/internal error/);
   });
 });
 

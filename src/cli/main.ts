@@ -151,9 +151,13 @@ async function main(): Promise<void> {
       return;
     }
     const verbose = program.opts().verbose === true;
+    const pathMessage = fileSystemMessage(error);
     if (error instanceof MidpoError) {
       process.stderr.write(`error: ${error.message}\n`);
       if (verbose) process.stderr.write(`${error.stack}\n`);
+    } else if (pathMessage !== null) {
+      process.stderr.write(`error: ${pathMessage}\n`);
+      if (verbose) process.stderr.write(`${(error as Error).stack}\n`);
     } else {
       const e = error as Error;
       process.stderr.write(
@@ -167,3 +171,25 @@ async function main(): Promise<void> {
 }
 
 await main();
+
+/**
+ * A one-line message for file-system errors that a wrong path causes: a file where a
+ * directory is needed, or the reverse. Returns null for other errors.
+ */
+function fileSystemMessage(error: unknown): string | null {
+  const e = error as NodeJS.ErrnoException;
+  if (typeof e?.path !== "string") return null;
+  switch (e.code) {
+    case "ENOTDIR":
+      return `${e.path}: part of this path is a file, not a directory; pass another output path`;
+    case "EEXIST":
+      return `${e.path} already exists and is not a directory; pass another output path`;
+    case "EISDIR":
+      return `${e.path} is a directory, not a file; pass a file path`;
+    case "EACCES":
+    case "EPERM":
+      return `${e.path}: permission denied (${e.syscall ?? "access"}); check its permissions`;
+    default:
+      return null;
+  }
+}
