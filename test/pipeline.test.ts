@@ -3,11 +3,12 @@
 // adapters and router as an uninterrupted run. Also the config validation.
 
 import { spawnSync } from "node:child_process";
-import { existsSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, describe, expect, it } from "vitest";
 import { parsePipelineConfig } from "../src/pipeline/config.js";
+import { runPipeline } from "../src/pipeline/pipeline.js";
 import { SafetensorsCheckpoint } from "../src/model/safetensors-checkpoint.js";
 
 const work = mkdtempSync(join(tmpdir(), "midpo-pipeline-"));
@@ -87,5 +88,25 @@ describe("pipeline config", () => {
       /data: Unrecognized key: "eval_ratoi"/,
     );
     expect(() => parsePipelineConfig(bad, "midpo.yaml", "/")).toThrow(/router.lambda_alpha/);
+  });
+
+  it("checks eval prompt files before training", async () => {
+    const dir = join(work, "missing-prompts");
+    mkdirSync(dir, { recursive: true });
+    writeFileSync(join(dir, "rows.jsonl"), "");
+    const config = parsePipelineConfig(
+      {
+        out: "run",
+        model: "./no-model-needed",
+        data: { files: ["rows.jsonl"] },
+        eval: { prompts: ["harmfull_test.json"] },
+      },
+      "midpo.yaml",
+      dir,
+    );
+    await expect(runPipeline(config, async () => null)).rejects.toThrow(
+      /pipeline input .*harmfull_test\.json does not exist/,
+    );
+    expect(existsSync(join(dir, "run", "02-reward"))).toBe(false);
   });
 });

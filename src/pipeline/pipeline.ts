@@ -187,6 +187,8 @@ export async function runPipeline(
     extra: filesContentHash(config.data.extra_safety),
     data,
   });
+  // Read before any stage runs, so that a wrong prompt file fails now and not after training.
+  const evalPrompts = config.eval === undefined ? [] : filesContentHash(config.eval.prompts);
 
   // SFT (optional): the starting model of every later stage.
   let model = config.model;
@@ -313,7 +315,7 @@ export async function runPipeline(
     const trained = Object.keys(hashes).filter((n) => n !== "09-eval");
     await runner.run(
       "09-eval",
-      stageHash("09-eval", { evalConfig, prompts: filesContentHash(evalConfig.prompts) }, trained),
+      stageHash("09-eval", { evalConfig, prompts: evalPrompts }, trained),
       (dir) =>
         evaluate({ config: evalConfig, dirs, out: dir, seed, model, baselines: experts.baselines }),
     );
