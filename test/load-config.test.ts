@@ -384,9 +384,18 @@ describe("parseConfig errors", () => {
 
   it("rejects an unsupported architecture", () => {
     expectMessage(
-      llama({ architectures: ["LlamaForSequenceClassification"] }),
-      '"architectures[0]" is "LlamaForSequenceClassification"',
+      llama({ architectures: ["GPT2LMHeadModel"] }),
+      '"architectures[0]" is "GPT2LMHeadModel"',
       "LlamaForCausalLM, MistralForCausalLM, Qwen2ForCausalLM",
+    );
+  });
+
+  it("rejects a score model as a causal LM", () => {
+    expectMessage(
+      llama({ architectures: ["LlamaForSequenceClassification"] }),
+      '"architectures[0]" is "LlamaForSequenceClassification", a score model',
+      "LlamaForCausalLM, MistralForCausalLM, Qwen2ForCausalLM",
+      "`midpo score`",
     );
   });
 

@@ -261,6 +261,13 @@ function resolveArchitecture(config: ConfigJson, source: string): Architecture {
   const listed = config.architectures?.[0];
   if (listed !== undefined) {
     const match = SUPPORTED_ARCHITECTURES.find((name) => name === listed);
+    if (match === undefined && /For(SequenceClassification|Score)$/.test(listed)) {
+      throw new MidpoError(
+        `${source}: "architectures[0]" is ${JSON.stringify(listed)}, a score model, where a ` +
+          `causal language model (${supported}) is needed. Pass the base or SFT model here; ` +
+          `score models go to \`midpo score\`, --reward and --cost`,
+      );
+    }
     if (match === undefined) {
       throw configError(source, "architectures[0]", listed, `is not supported (${supported})`);
     }
