@@ -106,11 +106,11 @@ export async function runGenerate(options: GenerateCommandOptions): Promise<void
 }
 
 /**
- * Returns how much of the decoded text may be streamed. It stays one character short of the
- * longest stop string behind the text, so that a stop string is recognised before any of it
- * is printed, and it ends before a stop string already in the text, which the token that
- * completes it can bring whole. A trailing U+FFFD (an incomplete UTF-8 character) is held
- * back too.
+ * Returns how much of the decoded text may be streamed. The streamed part stays one character
+ * short of the longest stop string behind the text, so that a stop string is recognised
+ * before any of it is printed. It also ends before a stop string already in the text,
+ * because the token that completes one can bring several of its characters. A trailing
+ * U+FFFD (an incomplete UTF-8 character) is held back too.
  */
 export function streamableLength(text: string, stops: readonly string[]): number {
   const holdBack = stops.reduce((n, s) => Math.max(n, s.length - 1), 0);

@@ -173,7 +173,7 @@ async function main(): Promise<void> {
 await main();
 
 /**
- * A one-line message for file-system errors that a wrong path causes: a file where a
+ * Returns a one-line message for file-system errors that a wrong path causes: a file where a
  * directory is needed, or the reverse. Returns null for other errors.
  */
 function fileSystemMessage(error: unknown): string | null {
