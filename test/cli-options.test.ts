@@ -1,7 +1,9 @@
-// Parsers of numeric command-line flags.
+// Parsers of command-line flags: numbers, and the data flags of the training commands.
 
 import { describe, expect, it } from "vitest";
+import { Command } from "commander";
 import { parseInteger } from "../src/cli/options.js";
+import { addDataOptions, dataFrom } from "../src/cli/train-options.js";
 
 describe("parseInteger", () => {
   it.each(["1", "512", "007"])("accepts %s", (text) => {
@@ -14,4 +16,33 @@ describe("parseInteger", () => {
       expect(() => parseInteger(1)(text)).toThrow(/expected an integer >= 1/);
     },
   );
+});
+
+describe("read flags of the training commands", () => {
+  const parse = (args: string[]) => {
+    const command = addDataOptions(new Command("train-dpo").exitOverride());
+    command.parse(args, { from: "user" });
+    return dataFrom(command.opts(), ["pairs.jsonl"]).load;
+  };
+
+  it("passes --format, --split and --field mappings to the loader", () => {
+    expect(parse(["--format", "pairwise", "--split", "test", "--field", "chosen=good"])).toEqual({
+      schema: "pairwise",
+      fileFormat: undefined,
+      split: "test",
+      strict: false,
+      fields: { chosen: "good" },
+    });
+  });
+
+  it("rejects a field mapping to an unknown name", () => {
+    expect(() => parse(["--field", "choosen=good"])).toThrow(/--field expects NAME=COLUMN/);
+  });
+
+  it("gives SFT only --strict", () => {
+    const command = addDataOptions(new Command("sft").exitOverride(), false);
+    expect(command.options.map((o) => o.long)).not.toContain("--field");
+    command.parse(["--strict"], { from: "user" });
+    expect(dataFrom(command.opts(), ["a.jsonl"]).load).toEqual({ strict: true });
+  });
 });

@@ -90,6 +90,26 @@ describe("pipeline config", () => {
     expect(() => parsePipelineConfig(bad, "midpo.yaml", "/")).toThrow(/router.lambda_alpha/);
   });
 
+  it("reads a model path under a folder next to the config as a path, not a hub id", () => {
+    const dir = join(work, "model-paths");
+    mkdirSync(join(dir, "models"), { recursive: true });
+    const parse = (model: string) =>
+      parsePipelineConfig({ out: "run", model, data: { files: ["a.jsonl"] } }, "m.yaml", dir).model;
+    expect(parse("models/tiny")).toBe(join(dir, "models", "tiny"));
+    expect(parse("HuggingFaceTB/SmolLM-135M")).toBe("HuggingFaceTB/SmolLM-135M");
+    expect(parse("models/tiny@main")).toBe("models/tiny@main");
+  });
+
+  it("accepts the read settings of midpo data and rejects an unknown field name", () => {
+    const data = { files: ["a.jsonl"], format: "pairwise", fields: { chosen: "good" } };
+    const config = parsePipelineConfig({ out: "run", model: "org/m", data }, "m.yaml", "/");
+    expect(config.data.fields).toEqual({ chosen: "good" });
+    const bad = { ...data, fields: { choosen: "good" } };
+    expect(() =>
+      parsePipelineConfig({ out: "run", model: "org/m", data: bad }, "m.yaml", "/"),
+    ).toThrow(/data.fields: field names are prompt/);
+  });
+
   it("checks eval prompt files before training", async () => {
     const dir = join(work, "missing-prompts");
     mkdirSync(dir, { recursive: true });

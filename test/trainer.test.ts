@@ -6,9 +6,10 @@ import { existsSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, describe, expect, it } from "vitest";
-import { loadLoraAdapter } from "../src/train/lora.js";
-import { epochBatches } from "../src/train/trainer.js";
-import { runSyntheticDpo } from "./helpers/synthetic-dpo.js";
+import { runDpoStage } from "../src/pipeline/stages.js";
+import { createLoraConfig, loadLoraAdapter } from "../src/train/lora.js";
+import { epochBatches, flattenSettings } from "../src/train/trainer.js";
+import { runSyntheticDpo, trainerOptions } from "./helpers/synthetic-dpo.js";
 
 const work = mkdtempSync(join(tmpdir(), "midpo-trainer-"));
 const cacheDir = join(work, "cache");
@@ -48,6 +49,30 @@ describe("epochBatches", () => {
     expect(a.flat().sort((x, y) => x - y)).toEqual(lengths.map((_, i) => i));
     expect(epochBatches(lengths, 8, 3, 0)).toEqual(a);
     expect(epochBatches(lengths, 8, 3, 1)).not.toEqual(a);
+  });
+});
+
+function trainerOptionsFor(outDir: string) {
+  const options: Partial<ReturnType<typeof trainerOptions>> = trainerOptions(outDir);
+  delete options.outDir;
+  delete options.runKey;
+  return {
+    trainer: options as Required<Omit<typeof options, "outDir" | "runKey" | "runSettings">>,
+  };
+}
+
+describe("flattenSettings", () => {
+  it("flattens nested keys and hashes long values", () => {
+    const flat = flattenSettings({
+      stage: "dpo",
+      trainer: { lr: 0.001, betas: [0.9, 0.95], resume: null },
+      records: Array.from({ length: 40 }, (_, i) => `record-${i}`),
+    });
+    expect(flat.stage).toBe('"dpo"');
+    expect(flat["trainer.lr"]).toBe("0.001");
+    expect(flat["trainer.betas"]).toBe("[0.9,0.95]");
+    expect(flat["trainer.resume"]).toBe("null");
+    expect(flat.records).toMatch(/^#[0-9a-f]{12}$/);
   });
 });
 
@@ -103,6 +128,49 @@ describe("DPO trainer", () => {
   it("refuses to overwrite an earlier run without --resume", async () => {
     await expect(runSyntheticDpo(join(work, "learn"), cacheDir)).rejects.toThrow(
       /already has checkpoints/,
+    );
+  });
+
+  it("refuses an earlier run's --out before loading the model or the data", async () => {
+    const { trainer } = trainerOptionsFor(join(work, "learn"));
+    const stage = runDpoStage({
+      model: join(work, "no-such-model"),
+      data: {
+        files: [join(work, "no-such-data.jsonl")],
+        load: {},
+        evalRatio: 0.1,
+        template: "safe-rlhf",
+        maxLength: 64,
+      },
+      out: join(work, "learn"),
+      lora: createLoraConfig({ r: 4 }),
+      loss: { type: "sigmoid", beta: 0.1, labelSmoothing: 0 },
+      trainer,
+    });
+    await expect(stage).rejects.toThrow(/learn already has checkpoints/);
+  });
+
+  it("names the settings that differ when a resume does not match its checkpoint", async () => {
+    const out = join(work, "mismatch");
+    const settings = (lr: string) => ({
+      stage: '"dpo"',
+      "trainer.lr": lr,
+      records: "#0123456789ab",
+    });
+    await runSyntheticDpo(out, cacheDir, {
+      maxSteps: 2,
+      saveEvery: 1,
+      runKey: "first",
+      runSettings: settings("0.02"),
+    });
+    const resumed = runSyntheticDpo(out, cacheDir, {
+      maxSteps: 2,
+      resume: true,
+      runKey: "second",
+      runSettings: settings("0.001"),
+    });
+    await expect(resumed).rejects.toThrow(
+      /different data, model or settings \(trainer\.lr: 0\.02 then, 0\.001 now\)/,
     );
   });
 

@@ -3,27 +3,15 @@
 import { Command, Option } from "commander";
 import { buildDatasets } from "../data/build.js";
 import { formatInspectReport, inspectDataset } from "../data/inspect.js";
-import { loadDataset, type LoadOptions } from "../data/load.js";
-import { FILE_FORMATS, type FileFormat } from "../data/read.js";
+import { loadDataset } from "../data/load.js";
 import { PROMPT_TEMPLATES, type PromptTemplate } from "../data/tokenize-pairs.js";
-import {
-  DEFAULT_FIELDS,
-  RECORD_SCHEMAS,
-  type FieldNames,
-  type RecordSchema,
-} from "../data/validate.js";
-import { MidpoError } from "../errors.js";
 import { resolveModel } from "../hub/resolve.js";
 import { log } from "../log.js";
 import { Tokenizer } from "../tokenize/tokenizer.js";
 import { collect, parseInteger, parseNumber } from "./options.js";
+import { addReadOptions, readOptionsFrom, type ReadFlags } from "./read-options.js";
 
-interface CommonFlags {
-  format: RecordSchema | "auto";
-  fileFormat?: FileFormat;
-  split?: string;
-  strict: boolean;
-  field: string[];
+interface CommonFlags extends ReadFlags {
   model?: string;
   template: PromptTemplate;
 }
@@ -44,7 +32,7 @@ export function registerDataCommands(program: Command): void {
       .argument("<file>", "JSONL, JSON or Parquet file (optionally .gz), or a dataset directory")
       .option("--json", "print the report as JSON", false),
   ).action(async (file: string, opts: CommonFlags & { json: boolean }) => {
-    const dataset = await loadDataset(file, loadOptions(opts));
+    const dataset = await loadDataset(file, readOptionsFrom(opts));
     const tokenizer = await loadTokenizer(opts.model);
     const report = inspectDataset(dataset, { tokenizer, template: opts.template });
     process.stdout.write(
@@ -108,65 +96,21 @@ export function registerDataCommands(program: Command): void {
         maxLength: opts.maxLength,
         tokenizer,
         template: opts.template,
-        load: loadOptions(opts),
-        safetyLoad: { ...loadOptions(opts), schema: "auto", split: undefined },
+        load: readOptionsFrom(opts),
+        safetyLoad: { ...readOptionsFrom(opts), schema: "auto", split: undefined },
       });
     },
   );
 }
 
 function addCommonOptions(command: Command): Command {
-  return command
-    .addOption(
-      new Option("--format <schema>", "record schema; auto detects it from the first record")
-        .choices(["auto", ...RECORD_SCHEMAS])
-        .default("auto"),
-    )
-    .addOption(
-      new Option("--file-format <format>", "container format; default: detected").choices(
-        FILE_FORMATS,
-      ),
-    )
-    .option("--split <name>", "split to read from a dataset directory (train, test, ...)")
-    .option("--strict", "fail at the first invalid record instead of skipping it", false)
-    .option(
-      "--field <name=source>",
-      `read a schema field from another column, e.g. chosen=response_chosen (repeatable; ` +
-        `fields: ${Object.keys(DEFAULT_FIELDS).join(", ")})`,
-      collect,
-      [],
-    )
+  return addReadOptions(command)
     .option("--model <dir-or-id>", "model directory or hub id whose tokenizer counts tokens")
     .addOption(
       new Option("--template <kind>", "prompt template for token counts")
         .choices(PROMPT_TEMPLATES)
         .default("safe-rlhf"),
     );
-}
-
-function loadOptions(opts: CommonFlags): LoadOptions {
-  return {
-    schema: opts.format,
-    fileFormat: opts.fileFormat,
-    split: opts.split,
-    strict: opts.strict,
-    fields: parseFieldMappings(opts.field),
-  };
-}
-
-function parseFieldMappings(mappings: readonly string[]): Partial<FieldNames> {
-  const fields: Partial<FieldNames> = {};
-  for (const mapping of mappings) {
-    const [name, source, ...rest] = mapping.split("=");
-    if (source === undefined || source === "" || rest.length > 0 || !(name in DEFAULT_FIELDS)) {
-      throw new MidpoError(
-        `--field expects NAME=COLUMN with NAME one of ${Object.keys(DEFAULT_FIELDS).join(", ")}, ` +
-          `got "${mapping}"`,
-      );
-    }
-    fields[name as keyof FieldNames] = source;
-  }
-  return fields;
 }
 
 async function loadTokenizer(model: string | undefined): Promise<Tokenizer | undefined> {

@@ -8,6 +8,7 @@ import type { LoraConfigOptions } from "../train/lora.js";
 import type { LossOptions, LossType } from "../train/losses.js";
 import type { ScheduleKind } from "../train/schedule.js";
 import { parseInteger, parseNumber } from "./options.js";
+import { addReadOptions, readOptionsFrom, type ReadFlags } from "./read-options.js";
 
 export function addTrainerOptions(
   cmd: Command,
@@ -46,7 +47,20 @@ export function addTrainerOptions(
     .option("--resume", "continue from the latest checkpoint in --out", false);
 }
 
-export function addDataOptions(cmd: Command): Command {
+/**
+ * Adds the data flags. Commands that read preference records (`preferences`) also get the
+ * schema, container, split and field-mapping flags of `midpo data`.
+ */
+export function addDataOptions(cmd: Command, preferences = true): Command {
+  if (preferences) {
+    addReadOptions(cmd);
+  } else {
+    cmd.option(
+      "--strict",
+      "fail at the first invalid record instead of skipping and counting it",
+      false,
+    );
+  }
   return cmd
     .option(
       "--eval-ratio <x>",
@@ -64,11 +78,6 @@ export function addDataOptions(cmd: Command): Command {
       "max tokens of prompt + response (prompts are cut from the left)",
       parseInteger(8),
       512,
-    )
-    .option(
-      "--strict",
-      "fail on the first invalid record instead of skipping and counting it",
-      false,
     );
 }
 
@@ -129,7 +138,10 @@ export function trainerFrom(o: Opts): TrainerSettings {
 export function dataFrom(o: Opts, files: string[]): DataOptions {
   return {
     files,
-    load: { strict: o.strict as boolean },
+    load:
+      o.format === undefined
+        ? { strict: o.strict as boolean }
+        : readOptionsFrom(o as unknown as ReadFlags),
     evalRatio: o.evalRatio as number,
     template: o.template as PromptTemplate,
     maxLength: o.maxLength as number,

@@ -47,7 +47,7 @@ export function registerTrainCommands(program: Command): void {
     )
     .requiredOption("--out <dir>", "output directory (merged full model, adapter, checkpoints)")
     .option("--full", "train every weight instead of a LoRA adapter", false);
-  addDataOptions(sft);
+  addDataOptions(sft, false);
   addLoraOptions(sft, {
     r: 16,
     alpha: 32,

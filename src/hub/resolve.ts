@@ -64,6 +64,7 @@ export async function resolveModel(
   if (kind === "file") {
     throw new MidpoError(`Model path ${model} is a file. Pass the directory that contains it.`);
   }
+  await rejectMissingSubdirectory(model);
 
   const { repoId, revision } = parseHubId(model, options.revision);
   const settings = hubSettings(options);
@@ -251,6 +252,25 @@ async function useCacheWhenUnreachable(
       `to fall back on. Check your network connection, set HF_ENDPOINT to a reachable hub or ` +
       `mirror, or pass a local model directory instead of a hub id.`,
   );
+}
+
+/**
+ * A hub id `org/name` whose `org` is a local directory is almost always a mistyped path such as
+ * `models/tiny`: say so instead of asking the hub for it. `org/name@revision` still reaches the
+ * hub, for the rare user whose working directory holds a folder named like the organisation.
+ */
+async function rejectMissingSubdirectory(model: string): Promise<void> {
+  const slash = model.indexOf("/");
+  if (slash <= 0 || model.includes("@")) {
+    return;
+  }
+  const parent = model.slice(0, slash);
+  if ((await pathKind(parent)) === "directory") {
+    throw new MidpoError(
+      `Model directory ${resolvePath(model)} does not exist, although ${resolvePath(parent)} ` +
+        `does. Check the path. If you meant the hub id ${model}, write it as ${model}@main.`,
+    );
+  }
 }
 
 async function pathKind(path: string): Promise<"directory" | "file" | undefined> {

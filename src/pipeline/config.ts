@@ -5,6 +5,8 @@ import { existsSync, readFileSync } from "node:fs";
 import { dirname, isAbsolute, resolve } from "node:path";
 import { parse as parseYaml } from "yaml";
 import { z } from "zod";
+import { FILE_FORMATS } from "../data/read.js";
+import { DEFAULT_FIELDS, RECORD_SCHEMAS } from "../data/validate.js";
 import { MidpoError } from "../errors.js";
 
 const positiveInt = z.number().int().positive();
@@ -47,6 +49,16 @@ export const pipelineSchema = z
         template: z.enum(["safe-rlhf", "chat"]).default("safe-rlhf"),
         max_length: positiveInt.default(512),
         strict: z.boolean().default(false),
+        /** The `--format`, `--file-format`, `--split` and `--field` flags of `midpo data`. */
+        format: z.enum(["auto", ...RECORD_SCHEMAS] as [string, ...string[]]).default("auto"),
+        file_format: z.enum(FILE_FORMATS as [string, ...string[]]).optional(),
+        split: z.string().optional(),
+        fields: z
+          .record(z.string(), z.string().min(1))
+          .refine((f) => Object.keys(f).every((k) => k in DEFAULT_FIELDS), {
+            message: `field names are ${Object.keys(DEFAULT_FIELDS).join(", ")}`,
+          })
+          .default({}),
       })
       .strict(),
     sft: trainerSchema
@@ -121,8 +133,14 @@ export type LoraSection = z.infer<typeof loraSchema>;
 /** Resolves relative paths in the config against the config file's directory. */
 function resolvePaths(config: PipelineConfig, base: string): PipelineConfig {
   const r = (p: string) => (isAbsolute(p) ? p : resolve(base, p));
+  // A model whose first path segment is a directory next to the config is a path, even when
+  // the rest is missing, so that resolveModel names the missing directory instead of asking
+  // the hub for it.
   const looksLocal = (p: string) =>
-    p.startsWith(".") || p.startsWith("/") || existsSync(resolve(base, p));
+    p.startsWith(".") ||
+    p.startsWith("/") ||
+    existsSync(resolve(base, p)) ||
+    (p.includes("/") && !p.includes("@") && existsSync(resolve(base, p.split("/")[0]!)));
   return {
     ...config,
     out: r(config.out),

@@ -18,6 +18,9 @@ import {
   statSync,
   writeFileSync,
 } from "node:fs";
+import type { LoadOptions } from "../data/load.js";
+import type { FileFormat } from "../data/read.js";
+import type { RecordSchema } from "../data/validate.js";
 import { MidpoError } from "../errors.js";
 import { join } from "node:path";
 import { log } from "../log.js";
@@ -160,6 +163,20 @@ export type EvaluationRunner = (options: {
   baselines: boolean;
 }) => Promise<unknown>;
 
+/**
+ * The config's read settings as load options. Settings left at their defaults are left out,
+ * so that the stage hashes of runs made before they existed stay the same.
+ */
+function readOptions(data: PipelineConfig["data"]): LoadOptions {
+  return {
+    strict: data.strict,
+    ...(data.format !== "auto" ? { schema: data.format as RecordSchema } : {}),
+    ...(data.file_format !== undefined ? { fileFormat: data.file_format as FileFormat } : {}),
+    ...(data.split !== undefined ? { split: data.split } : {}),
+    ...(Object.keys(data.fields).length > 0 ? { fields: data.fields } : {}),
+  };
+}
+
 export async function runPipeline(
   config: PipelineConfig,
   evaluate?: EvaluationRunner,
@@ -171,7 +188,7 @@ export async function runPipeline(
   const seed = config.seed;
   const data: DataOptions = {
     files: config.data.files,
-    load: { strict: config.data.strict },
+    load: readOptions(config.data),
     evalRatio: config.data.eval_ratio,
     template: config.data.template,
     maxLength: config.data.max_length,

@@ -38,7 +38,12 @@ import type { LossOptions } from "../train/losses.js";
 import type { TokenizedPair } from "../train/preference-batch.js";
 import { trainScoreModel, type ScorePair } from "../train/score-train.js";
 import { trainSft, type SftExample } from "../train/sft.js";
-import type { TrainSummary, TrainerOptions } from "../train/trainer.js";
+import {
+  checkOutDir,
+  flattenSettings,
+  type TrainSummary,
+  type TrainerOptions,
+} from "../train/trainer.js";
 
 export interface DataOptions {
   files: string[];
@@ -50,7 +55,7 @@ export interface DataOptions {
   maxLength: number;
 }
 
-export type TrainerSettings = Omit<TrainerOptions, "outDir" | "runKey">;
+export type TrainerSettings = Omit<TrainerOptions, "outDir" | "runKey" | "runSettings">;
 
 /** Trainer defaults shared by the stages; each stage overrides what differs. */
 export function trainerDefaults(overrides: Partial<TrainerSettings> = {}): TrainerSettings {
@@ -151,12 +156,22 @@ export async function cachedEndScores(
  * The trainer's run key: everything that must match for --resume to continue a run. The
  * resume flag itself is left out, since it differs between the first run and its resume.
  */
-function runKey(stage: string, options: { trainer: TrainerSettings }, extra: unknown): string {
-  return hashKey({
+function runIdentity(
+  stage: string,
+  options: { trainer: TrainerSettings },
+  extra: unknown,
+): { runKey: string; runSettings: Record<string, string> } {
+  const identity = {
     stage,
     options: { ...options, trainer: { ...options.trainer, resume: null } },
     extra,
-  });
+  };
+  // The hash keeps its original layout so that older checkpoints still resume; the names
+  // shown in a mismatch are the flags' own.
+  return {
+    runKey: hashKey(identity),
+    runSettings: flattenSettings({ stage, ...identity.options, records: extra }),
+  };
 }
 
 function split<T extends { prompt: PreferencePair["prompt"] }>(
@@ -203,6 +218,7 @@ function scorePairs(
 }
 
 export async function runScoreStage(o: ScoreStageOptions): Promise<TrainSummary> {
+  checkOutDir(o.out, o.trainer.resume);
   const base = await loadBase(o.model);
   const records = await loadPku(o.data);
   const pairs = scorePairs(o.kind, records);
@@ -234,7 +250,7 @@ export async function runScoreStage(o: ScoreStageOptions): Promise<TrainSummary>
       trainer: {
         ...o.trainer,
         outDir: o.out,
-        runKey: runKey(
+        ...runIdentity(
           o.kind,
           o,
           records.map((r) => r.id),
@@ -293,6 +309,7 @@ export async function speMargins(
 }
 
 export async function runExpertStage(o: ExpertStageOptions): Promise<TrainSummary> {
+  checkOutDir(o.out, o.trainer.resume);
   const base = await loadBase(o.model);
   const cache = new ValueCache(o.cacheDir);
   const records = await loadPku(o.data);
@@ -329,7 +346,7 @@ export async function runExpertStage(o: ExpertStageOptions): Promise<TrainSummar
     trainer: {
       ...o.trainer,
       outDir: o.out,
-      runKey: runKey(
+      ...runIdentity(
         `expert-${o.kind}`,
         o,
         records.map((r) => r.id),
@@ -373,6 +390,7 @@ export async function loadExperts(
 }
 
 export async function runRouterStage(o: RouterStageOptions): Promise<TrainSummary> {
+  checkOutDir(o.out, o.trainer.resume);
   const base = await loadBase(o.model);
   const cache = new ValueCache(o.cacheDir);
   const experts = await loadExperts(base.model, o.safety, o.helpfulness);
@@ -442,7 +460,7 @@ export async function runRouterStage(o: RouterStageOptions): Promise<TrainSummar
       trainer: {
         ...o.trainer,
         outDir: o.out,
-        runKey: runKey("router", o, Object.keys(expertWeights(experts))),
+        ...runIdentity("router", o, Object.keys(expertWeights(experts))),
       },
       provenance: provenance(base.directory, o.safety, o.helpfulness),
     },
@@ -502,6 +520,7 @@ export async function runSftStage(
   o: SftStageOptions,
   examples?: { prompt: string; response: string }[],
 ): Promise<TrainSummary> {
+  checkOutDir(o.out, o.trainer.resume);
   const base = await loadBase(o.model);
   checkTokenizerFits(base.tokenizer, base.model);
   const items = examples ?? (await readSftExamples(o.data.files));
@@ -522,7 +541,7 @@ export async function runSftStage(
   const { summary } = await trainSft(base.model, toExamples(train), toExamples(evalPairs), {
     lora:
       o.lora === null ? null : createLoraConfig({ ...o.lora, baseModelNameOrPath: base.directory }),
-    trainer: { ...o.trainer, outDir: o.out, runKey: runKey("sft", o, items.length) },
+    trainer: { ...o.trainer, outDir: o.out, ...runIdentity("sft", o, items.length) },
     saveFull: (dir, weights) => {
       saveCausalLM(dir, base.model.config, rawConfig, weights);
       copyTokenizerFiles(base.directory, dir);
@@ -547,6 +566,7 @@ export interface DpoStageOptions {
 }
 
 export async function runDpoStage(o: DpoStageOptions): Promise<TrainSummary> {
+  checkOutDir(o.out, o.trainer.resume);
   const base = await loadBase(o.model);
   const cache = new ValueCache(o.cacheDir);
   const { pku, pairwise } = await loadDataset(o.data.files, o.data.load);
@@ -561,7 +581,7 @@ export async function runDpoStage(o: DpoStageOptions): Promise<TrainSummary> {
     trainer: {
       ...o.trainer,
       outDir: o.out,
-      runKey: runKey("dpo", o, pairs.length),
+      ...runIdentity("dpo", o, pairs.length),
     },
   });
   await base.model.release();

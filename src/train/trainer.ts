@@ -23,6 +23,7 @@ import { Rng } from "../generate/sampling.js";
 import { log } from "../log.js";
 import { SafetensorsCheckpoint } from "../model/safetensors-checkpoint.js";
 import { writeSafetensors, type SafetensorsTensor } from "../model/safetensors.js";
+import { hashKey } from "./cache.js";
 import { AdamW, clipGradNorm } from "./optimizer.js";
 import { Progress } from "./progress.js";
 import { learningRate, warmupStepsFromRatio, type ScheduleKind } from "./schedule.js";
@@ -60,6 +61,11 @@ export interface TrainerOptions {
   resume: boolean;
   /** Hash of everything that must match for a resume to be valid (data, model, settings). */
   runKey: string;
+  /**
+   * What runKey hashes, flattened by flattenSettings. Checkpoints keep it, so that a resume
+   * with other settings can name the ones that differ.
+   */
+  runSettings?: Record<string, string>;
 }
 
 export type Metrics = Record<string, number>;
@@ -93,6 +99,8 @@ interface TrainerState {
   batchIndex: number;
   rngState: number;
   runKey: string;
+  /** Absent in checkpoints written before it existed. */
+  runSettings?: Record<string, string>;
   totalSteps: number;
 }
 
@@ -156,6 +164,60 @@ function meanMetrics(all: Metrics[]): Metrics {
   return out;
 }
 
+/** Values longer than this are kept as a hash in flattened settings. */
+const LONGEST_SETTING = 80;
+/** Differences named in a resume error; the rest are counted. */
+const DIFFERENCES_NAMED = 4;
+
+/**
+ * Flattens nested settings to `path.to.key` -> JSON text. Long values, such as lists of
+ * record ids, become `#` and the start of their hash, so a checkpoint stays small.
+ */
+export function flattenSettings(value: unknown): Record<string, string> {
+  const out: Record<string, string> = {};
+  const visit = (v: unknown, path: string) => {
+    if (v !== null && typeof v === "object" && !Array.isArray(v)) {
+      for (const [key, child] of Object.entries(v))
+        visit(child, path === "" ? key : `${path}.${key}`);
+      return;
+    }
+    const text = JSON.stringify(v) ?? "undefined";
+    out[path] = text.length <= LONGEST_SETTING ? text : `#${hashKey(text).slice(0, 12)}`;
+  };
+  visit(value, "");
+  return out;
+}
+
+/** "a.b: 1 then, 2 now; ..." for the keys whose values differ, or "" when unknown. */
+function settingsDifferences(
+  before: Record<string, string> | undefined,
+  now: Record<string, string> | undefined,
+): string {
+  if (before === undefined || now === undefined) return "";
+  const keys = [...new Set([...Object.keys(before), ...Object.keys(now)])].filter(
+    (key) => before[key] !== now[key],
+  );
+  const named = keys
+    .slice(0, DIFFERENCES_NAMED)
+    .map((key) => `${key}: ${before[key] ?? "unset"} then, ${now[key] ?? "unset"} now`);
+  if (keys.length > DIFFERENCES_NAMED) named.push(`${keys.length - DIFFERENCES_NAMED} more`);
+  return named.join("; ");
+}
+
+/**
+ * Refuses an output directory that holds an earlier run's checkpoints unless resuming. The
+ * stages call it before their costly preparation too, so that the refusal comes first.
+ */
+export function checkOutDir(outDir: string, resume: boolean): void {
+  const checkpoints = checkpointDirs(outDir);
+  if (!resume && checkpoints.length > 0) {
+    throw new MidpoError(
+      `${outDir} already has checkpoints (latest: ${checkpoints.at(-1)!.dir}); ` +
+        `pass --resume to continue that run, or choose another --out`,
+    );
+  }
+}
+
 export class Trainer<E> {
   private readonly optimizer: AdamW;
   private state: TrainerState;
@@ -182,6 +244,7 @@ export class Trainer<E> {
       batchIndex: 0,
       rngState: this.rng.getState(),
       runKey: options.runKey,
+      runSettings: options.runSettings,
       totalSteps: this.totalSteps(),
     };
   }
@@ -201,12 +264,7 @@ export class Trainer<E> {
     const { outDir, resume } = this.options;
     const checkpoints = checkpointDirs(outDir);
     if (!resume) {
-      if (checkpoints.length > 0) {
-        throw new MidpoError(
-          `${outDir} already has checkpoints (latest: ${checkpoints.at(-1)!.dir}); ` +
-            `pass --resume to continue that run, or choose another --out`,
-        );
-      }
+      checkOutDir(outDir, resume);
       mkdirSync(outDir, { recursive: true });
       writeFileSync(this.metricsPath, "");
       return;
@@ -223,9 +281,11 @@ export class Trainer<E> {
   private load(dir: string): void {
     const state = JSON.parse(readFileSync(join(dir, STATE_FILE), "utf8")) as TrainerState;
     if (state.runKey !== this.options.runKey) {
+      const differences = settingsDifferences(state.runSettings, this.options.runSettings);
       throw new MidpoError(
-        `checkpoint ${dir} belongs to a run with different data, model or settings; ` +
-          `rerun with the original arguments, or choose another --out to start over`,
+        `checkpoint ${dir} belongs to a run with different data, model or settings` +
+          (differences === "" ? "" : ` (${differences})`) +
+          `; rerun with the original arguments, or choose another --out to start over`,
       );
     }
     const params = SafetensorsCheckpoint.open(join(dir, PARAMS_FILE));
