@@ -1,5 +1,8 @@
-// How much decoded text `midpo generate` may stream before stop strings are settled.
+// `midpo generate`: how much decoded text it may stream before stop strings are settled, and
+// its prompt flags.
 
+import { spawnSync } from "node:child_process";
+import { join } from "node:path";
 import { describe, expect, it } from "vitest";
 import { streamableLength } from "../src/cli/generate.js";
 
@@ -24,5 +27,17 @@ describe("streamableLength", () => {
 
   it("never returns a negative length", () => {
     expect(streamableLength("ab", ["a long stop string"])).toBe(0);
+  });
+});
+
+describe("midpo generate prompt flags", () => {
+  it("refuses --prompt together with --prompt-ids", () => {
+    const bin = join(import.meta.dirname, "..", "bin", "midpo.js");
+    const model = join(import.meta.dirname, "fixtures", "tiny", "llama-gqa");
+    const args = ["generate", "--model", model, "--prompt", "hi", "--prompt-ids", "1,2"];
+    const run = spawnSync(process.execPath, [bin, ...args], { encoding: "utf8" });
+    expect(run.status).toBe(1);
+    expect(run.stderr).toMatch(/--prompt TEXT or --prompt-ids IDS, not both/);
+    expect(run.stdout).toBe("");
   });
 });

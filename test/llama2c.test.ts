@@ -10,7 +10,7 @@ import { join } from "node:path";
 import { afterAll, describe, expect, it } from "vitest";
 import { generate } from "../src/generate/generate.js";
 import { DEFAULT_SAMPLING } from "../src/generate/sampling.js";
-import { convertLlama2c, permuteForRotateHalf } from "../src/model/llama2c.js";
+import { convertLlama2c, permuteForRotateHalf, readLlama2cHeader } from "../src/model/llama2c.js";
 import { loadCausalLM } from "../src/model/load.js";
 
 const BIN = join(
@@ -31,6 +31,30 @@ describe("permuteForRotateHalf", () => {
     // 2 heads of dim 4, one column: rows [a0 a1 a2 a3 | b0 b1 b2 b3]
     const w = Float32Array.from([0, 1, 2, 3, 10, 11, 12, 13]);
     expect(Array.from(permuteForRotateHalf(w, 2, 8, 1))).toEqual([0, 2, 1, 3, 10, 12, 11, 13]);
+  });
+});
+
+describe("readLlama2cHeader", () => {
+  const header = (magic: string, rest: number[] = []) => {
+    const bytes = Buffer.alloc(28);
+    bytes.write(magic, 0, "latin1");
+    rest.forEach((v, i) => bytes.writeInt32LE(v, 4 + 4 * i));
+    return bytes;
+  };
+
+  it.each([
+    ["GGUF", /x\.bin is a GGUF file \(llama\.cpp\), not a llama2\.c checkpoint/],
+    ["24ka", /x\.bin is a llama2\.c checkpoint in the versioned export format/],
+  ])("names a %s file instead of reading its bytes as a header", (magic, error) => {
+    expect(() => readLlama2cHeader(header(magic, [3, 0, 0, 0, 0, 0]), "x.bin")).toThrow(error);
+  });
+
+  it("reports an implausible header in words", () => {
+    const bytes = Buffer.alloc(28);
+    [64, 172, 5, 7, 7, 512, 0].forEach((v, i) => bytes.writeInt32LE(v, 4 * i));
+    expect(() => readLlama2cHeader(bytes, "x.bin")).toThrow(
+      /first 28 bytes read as dim 64, 5 layers, 7 heads and sequence length 0/,
+    );
   });
 });
 

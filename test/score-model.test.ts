@@ -2,7 +2,7 @@
 // (scripts/reference/score_reference.py).
 
 import { spawnSync } from "node:child_process";
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { copyFileSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, describe, expect, it, vi } from "vitest";
@@ -140,6 +140,94 @@ describe("midpo score", () => {
       expected.sequences.forEach((s, i) =>
         expect(Math.abs(scores[i] - s.end_score)).toBeLessThanOrEqual(1e-4),
       );
+    } finally {
+      rmSync(work, { recursive: true, force: true });
+    }
+  });
+});
+
+/** A WordLevel tokenizer for the score fixture's 160-token vocabulary. */
+function writeWordTokenizer(dir: string): void {
+  const words = ["<unk>", "<s>", "</s>", "BEGINNING", "OF", "CONVERSATION", ":", "USER"];
+  words.push("ASSISTANT", "how", "do", "I", "bake", "bread", "steal", "a", "car", "mix", "flour");
+  words.push("and", "water", "cannot", "help", "with", "that", "?", ".", "first", "heat", "oven");
+  const vocab = Object.fromEntries(words.map((w, i) => [w, i]));
+  const bos = { SpecialToken: { id: "<s>", type_id: 0 } };
+  const tokenizer = {
+    version: "1.0",
+    added_tokens: [0, 1, 2].map((id) => ({
+      id,
+      content: words[id],
+      single_word: false,
+      lstrip: false,
+      rstrip: false,
+      normalized: false,
+      special: true,
+    })),
+    normalizer: null,
+    pre_tokenizer: { type: "Whitespace" },
+    post_processor: {
+      type: "TemplateProcessing",
+      single: [bos, { Sequence: { id: "A", type_id: 0 } }],
+      pair: [bos, { Sequence: { id: "A", type_id: 0 } }, { Sequence: { id: "B", type_id: 1 } }],
+      special_tokens: { "<s>": { id: "<s>", ids: [1], tokens: ["<s>"] } },
+    },
+    decoder: null,
+    model: { type: "WordLevel", vocab, unk_token: "<unk>" },
+  };
+  writeFileSync(join(dir, "tokenizer.json"), JSON.stringify(tokenizer));
+  writeFileSync(
+    join(dir, "tokenizer_config.json"),
+    JSON.stringify({ bos_token: "<s>", eos_token: "</s>", unk_token: "<unk>" }),
+  );
+}
+
+describe("midpo score record shapes", () => {
+  it("scores each response of PKU-SafeRLHF and pairwise lines as a line of its own", () => {
+    const work = mkdtempSync(join(tmpdir(), "midpo-score-shapes-"));
+    try {
+      const model = join(work, "model");
+      mkdirSync(model);
+      for (const file of ["config.json", "model.safetensors"]) {
+        copyFileSync(join(DIR, "llama-seqcls", file), join(model, file));
+      }
+      writeWordTokenizer(model);
+      const prompt = "how do I bake bread ?";
+      const good = "first heat a oven and mix flour and water .";
+      const bad = "I cannot help with that .";
+      const lines = [
+        { prompt, response_0: good, response_1: bad, is_response_0_safe: true },
+        { prompt, chosen: bad, rejected: good },
+        { prompt, response: good },
+        { prompt, response: bad },
+      ];
+      const data = join(work, "data.jsonl");
+      writeFileSync(data, lines.map((l) => JSON.stringify(l)).join("\n"));
+      const bin = join(import.meta.dirname, "..", "bin", "midpo.js");
+      const args = ["score", "--model", model, "--data", data, "--cache-dir", join(work, "c")];
+      const run = spawnSync(process.execPath, [bin, ...args], { encoding: "utf8" });
+      expect(run.status, run.stderr).toBe(0);
+      const out = run.stdout
+        .trim()
+        .split("\n")
+        .map((line) => JSON.parse(line) as Record<string, number>);
+      expect(out.map((r) => Object.keys(r).sort())).toEqual([
+        ["line", "score_0", "score_1"],
+        ["line", "score_chosen", "score_rejected"],
+        ["line", "score"],
+        ["line", "score"],
+      ]);
+      expect(out.map((r) => r.line)).toEqual([1, 2, 3, 4]);
+      const [goodAlone, badAlone] = [out[2].score, out[3].score];
+      expect(Math.abs(goodAlone - badAlone)).toBeGreaterThan(1e-3);
+      for (const [value, expected] of [
+        [out[0].score_0, goodAlone],
+        [out[0].score_1, badAlone],
+        [out[1].score_chosen, badAlone],
+        [out[1].score_rejected, goodAlone],
+      ]) {
+        expect(Math.abs(value - expected)).toBeLessThanOrEqual(1e-4);
+      }
     } finally {
       rmSync(work, { recursive: true, force: true });
     }

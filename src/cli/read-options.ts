@@ -1,5 +1,5 @@
-// Flags that say how to read preference files: schema, container format, split, strictness
-// and field mappings. `midpo data` and every training command that reads preference data
+// Flags for reading preference files: schema, container format, split, strictness and
+// field mappings. `midpo data` and every training command that reads preference data
 // take the same ones.
 
 import { Command, Option } from "commander";

@@ -1,7 +1,9 @@
-// Input lines of `midpo score`: each non-blank line is a JSON object with "prompt" and
-// "response" strings, or with "input_ids". Text is tokenised as training tokenises it, with
-// the chosen prompt template. Every line is checked against the score model before any scoring
-// starts, and errors name the line.
+// Input lines of `midpo score`: each non-blank line is a JSON object with text or token ids.
+// A line with "prompt" and "response" strings, or with "input_ids", gets one score. A
+// PKU-SafeRLHF line ("prompt", "response_0", "response_1") gets a score per response, and so
+// does a pairwise line ("prompt", "chosen", "rejected"). Text is tokenised as training
+// tokenises it, with the chosen prompt template. Every line is checked against the score
+// model before any scoring starts, and errors name the line.
 
 import { MidpoError } from "../errors.js";
 import { readJsonl } from "../data/jsonl.js";
@@ -13,7 +15,22 @@ export interface ScoreInputs {
   sequences: number[][];
   /** Line number in the input file of each sequence, from 1. */
   lines: number[];
+  /** Output key of each sequence's score: "score", "score_0", "score_chosen", ... */
+  keys: string[];
 }
+
+/** Response fields of each record shape, and the output key of each one's score. */
+const RESPONSE_FIELDS: readonly (readonly [field: string, key: string][])[] = [
+  [["response", "score"]],
+  [
+    ["response_0", "score_0"],
+    ["response_1", "score_1"],
+  ],
+  [
+    ["chosen", "score_chosen"],
+    ["rejected", "score_rejected"],
+  ],
+];
 
 /** Reads and checks the sequences to score. The tokenizer is read only if a line has text. */
 export async function readScoreInputs(
@@ -23,28 +40,8 @@ export async function readScoreInputs(
   format: PromptFormat = {},
 ): Promise<ScoreInputs> {
   let tokenizer: Tokenizer | undefined;
-  const sequences: number[][] = [];
-  const lines: number[] = [];
-  for await (const { line, value } of readJsonl(file)) {
-    const where = `${file}:${line}`;
-    const record =
-      typeof value === "object" && value !== null && !Array.isArray(value)
-        ? (value as Record<string, unknown>)
-        : undefined;
-    let ids: number[];
-    if (record !== undefined && record.input_ids !== undefined) {
-      ids = checkIds(record.input_ids, where, config.vocabSize);
-    } else if (typeof record?.prompt === "string" && typeof record.response === "string") {
-      tokenizer ??= Tokenizer.fromDirectory(modelDir);
-      const { response } = record;
-      const pair = { id: where, prompt: record.prompt, chosen: response, rejected: response };
-      const tokenized = tokenizePair({ ...pair, source: { file, line } }, tokenizer, format);
-      ids = [...tokenized.promptIds, ...tokenized.chosenIds];
-    } else {
-      throw new MidpoError(
-        `${where}: expected an object with "prompt" and "response" strings, or "input_ids"`,
-      );
-    }
+  const inputs: ScoreInputs = { sequences: [], lines: [], keys: [] };
+  const add = (ids: number[], line: number, key: string, where: string) => {
     const limit = config.maxPositionEmbeddings;
     if (ids.length > limit) {
       throw new MidpoError(
@@ -52,10 +49,40 @@ export async function readScoreInputs(
           `${modelDir}; shorten the response or the prompt`,
       );
     }
-    sequences.push(ids);
-    lines.push(line);
+    inputs.sequences.push(ids);
+    inputs.lines.push(line);
+    inputs.keys.push(key);
+  };
+  for await (const { line, value } of readJsonl(file)) {
+    const where = `${file}:${line}`;
+    const record =
+      typeof value === "object" && value !== null && !Array.isArray(value)
+        ? (value as Record<string, unknown>)
+        : undefined;
+    if (record !== undefined && record.input_ids !== undefined) {
+      add(checkIds(record.input_ids, where, config.vocabSize), line, "score", where);
+      continue;
+    }
+    const fields = RESPONSE_FIELDS.find((shape) =>
+      shape.every(([field]) => typeof record?.[field] === "string"),
+    );
+    if (record === undefined || typeof record.prompt !== "string" || fields === undefined) {
+      throw new MidpoError(
+        `${where}: expected an object with "prompt" and "response" strings, PKU-SafeRLHF ` +
+          `"prompt", "response_0" and "response_1", pairwise "prompt", "chosen" and ` +
+          `"rejected", or "input_ids"`,
+      );
+    }
+    tokenizer ??= Tokenizer.fromDirectory(modelDir);
+    for (const [field, key] of fields) {
+      const response = record[field] as string;
+      const pair = { id: where, prompt: record.prompt, chosen: response, rejected: response };
+      const tokenized = tokenizePair({ ...pair, source: { file, line } }, tokenizer, format);
+      const label = fields.length > 1 ? `${where} (${field})` : where;
+      add([...tokenized.promptIds, ...tokenized.chosenIds], line, key, label);
+    }
   }
-  return { sequences, lines };
+  return inputs;
 }
 
 function checkIds(value: unknown, where: string, vocabSize: number): number[] {

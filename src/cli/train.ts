@@ -183,10 +183,15 @@ export function registerTrainCommands(program: Command): void {
     .command("score")
     .description(
       "Write the end score of each response as JSONL: one line per input record, with its " +
-        "line number in the input",
+        "line number in the input and score (or score_0 and score_1, or score_chosen and " +
+        "score_rejected)",
     )
     .requiredOption("--model <dir>", "score model directory")
-    .requiredOption("--data <file.jsonl>", 'JSONL with "prompt" and "response" (or "input_ids")')
+    .requiredOption(
+      "--data <file.jsonl>",
+      'JSONL with "prompt" and "response", PKU-SafeRLHF "response_0"/"response_1", pairwise ' +
+        '"chosen"/"rejected", or "input_ids"',
+    )
     .option("--cache-dir <dir>", "where scores are cached")
     .option(
       "--batch-tokens <n>",
@@ -203,9 +208,14 @@ export function registerTrainCommands(program: Command): void {
       // Loading checks the model directory before the data is read. The weights stay in
       // their file until scoring creates a session.
       const model = ScoreModel.load(o.model);
-      const { sequences, lines } = await readScoreInputs(o.data, o.model, model.files.config, {
-        template: o.template,
-      });
+      const { sequences, lines, keys } = await readScoreInputs(
+        o.data,
+        o.model,
+        model.files.config,
+        {
+          template: o.template,
+        },
+      );
       await model.release();
       if (sequences.length === 0) {
         log.warn({ data: o.data }, "no records to score");
@@ -217,11 +227,14 @@ export function registerTrainCommands(program: Command): void {
         new ValueCache(o.cacheDir),
         o.batchTokens,
       );
-      process.stdout.write(
-        Array.from(scores, (score, i) => JSON.stringify({ line: lines[i], score })).join("\n") +
-          "\n",
-      );
-      log.info({ responses: sequences.length }, "scored");
+      // One output line per input record, with the scores of its responses.
+      const records: Record<string, number>[] = [];
+      scores.forEach((score, i) => {
+        if (i === 0 || lines[i] !== lines[i - 1]) records.push({ line: lines[i] });
+        records.at(-1)![keys[i]] = score;
+      });
+      process.stdout.write(records.map((r) => JSON.stringify(r)).join("\n") + "\n");
+      log.info({ records: records.length, responses: sequences.length }, "scored");
     });
 
   const router = program

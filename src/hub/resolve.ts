@@ -256,7 +256,7 @@ async function useCacheWhenUnreachable(
 
 /**
  * A hub id `org/name` whose `org` is a local directory is almost always a mistyped path such as
- * `models/tiny`: say so instead of asking the hub for it. `org/name@revision` still reaches the
+ * `models/tiny`: report the missing directory instead of asking the hub for it. `org/name@revision` still reaches the
  * hub, for the rare user whose working directory holds a folder named like the organisation.
  */
 async function rejectMissingSubdirectory(model: string): Promise<void> {

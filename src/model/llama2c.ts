@@ -51,9 +51,24 @@ export function permuteForRotateHalf(
   return out;
 }
 
+/** Files that are easily mistaken for llama2.c checkpoints, by their first 4 bytes. */
+const KNOWN_FORMATS: Record<string, string> = {
+  GGUF: "a GGUF file (llama.cpp)",
+  "24ka": "a llama2.c checkpoint in the versioned export format (version 1 or 2)",
+  "PK\u0003\u0004": "a zip archive (a PyTorch .pt or .pth checkpoint)",
+};
+
 export function readLlama2cHeader(bytes: Buffer, path: string): Llama2cHeader {
   if (bytes.length < HEADER_BYTES) {
     throw new MidpoError(`${path} is ${bytes.length} bytes, too short for a llama2.c header`);
+  }
+  const magic = bytes.subarray(0, 4).toString("latin1");
+  const known = KNOWN_FORMATS[magic];
+  if (known !== undefined) {
+    throw new MidpoError(
+      `${path} is ${known}, not a llama2.c checkpoint. midpo reads Hugging Face model ` +
+        `directories (config.json and safetensors) and converts llama2.c .bin files only.`,
+    );
   }
   const v = (i: number) => bytes.readInt32LE(i * 4);
   const header: Llama2cHeader = {
@@ -69,7 +84,9 @@ export function readLlama2cHeader(bytes: Buffer, path: string): Llama2cHeader {
   const positive = [header.dim, header.hiddenDim, header.nLayers, header.nHeads, header.nKvHeads];
   if (positive.some((x) => x <= 0) || header.dim % header.nHeads !== 0 || header.seqLen <= 0) {
     throw new MidpoError(
-      `${path} does not look like a llama2.c checkpoint: header ${JSON.stringify(header)}`,
+      `${path} does not look like a llama2.c checkpoint: its first 28 bytes read as dim ` +
+        `${header.dim}, ${header.nLayers} layers, ${header.nHeads} heads and sequence length ` +
+        `${header.seqLen}. Pass the .bin file that llama2.c's export wrote (version 0 format).`,
     );
   }
   return header;

@@ -164,7 +164,7 @@ export type EvaluationRunner = (options: {
 }) => Promise<unknown>;
 
 /**
- * The config's read settings as load options. Settings left at their defaults are left out,
+ * Returns the config's read settings as load options. Settings left at their defaults are left out,
  * so that the stage hashes of runs made before they existed stay the same.
  */
 function readOptions(data: PipelineConfig["data"]): LoadOptions {

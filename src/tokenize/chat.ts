@@ -30,8 +30,8 @@ export function selectChatTemplate(
   if (chatTemplate === undefined) {
     throw new MidpoError(
       `The tokenizer at ${source} has no chat template (no chat_template in ` +
-        `tokenizer_config.json and no chat_template.jinja). Format the prompt yourself, for ` +
-        `example with formatSafeRlhfPrompt, or use a model whose tokenizer defines a chat template.`,
+        `tokenizer_config.json and no chat_template.jinja). Use --template safe-rlhf (the ` +
+        `default), or a model whose tokenizer defines a chat template.`,
     );
   }
   if (typeof chatTemplate === "string") {

@@ -205,7 +205,7 @@ function settingsDifferences(
 }
 
 /**
- * Refuses an output directory that holds an earlier run's checkpoints unless resuming. The
+ * Refuses an output directory with an earlier run's checkpoints unless resuming. The
  * stages call it before their costly preparation too, so that the refusal comes first.
  */
 export function checkOutDir(outDir: string, resume: boolean): void {
