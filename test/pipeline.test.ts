@@ -90,7 +90,7 @@ describe("pipeline config", () => {
     expect(() => parsePipelineConfig(bad, "midpo.yaml", "/")).toThrow(/router.lambda_alpha/);
   });
 
-  it("reads a model path under a folder next to the config as a path, not a hub id", () => {
+  it("model under an existing folder: a path, not a hub id", () => {
     const dir = join(work, "model-paths");
     mkdirSync(join(dir, "models"), { recursive: true });
     const parse = (model: string) =>

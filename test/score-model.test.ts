@@ -146,7 +146,7 @@ describe("midpo score", () => {
   });
 });
 
-/** A WordLevel tokenizer for the score fixture's 160-token vocabulary. */
+/** Writes a WordLevel tokenizer for the score fixture's 160-token vocabulary. */
 function writeWordTokenizer(dir: string): void {
   const words = ["<unk>", "<s>", "</s>", "BEGINNING", "OF", "CONVERSATION", ":", "USER"];
   words.push("ASSISTANT", "how", "do", "I", "bake", "bread", "steal", "a", "car", "mix", "flour");
@@ -183,7 +183,7 @@ function writeWordTokenizer(dir: string): void {
 }
 
 describe("midpo score record shapes", () => {
-  it("scores each response of PKU-SafeRLHF and pairwise lines as a line of its own", () => {
+  it("PKU-SafeRLHF and pairwise lines: one score per response", () => {
     const work = mkdtempSync(join(tmpdir(), "midpo-score-shapes-"));
     try {
       const model = join(work, "model");
