@@ -8,7 +8,8 @@ import { join } from "node:path";
 import { afterAll, describe, expect, it, vi } from "vitest";
 import { loadScoreModel, ScoreModel } from "../src/model/score-model.js";
 import { groupSharedPrefixes } from "../src/model/shared-prefix.js";
-import { Session } from "../src/runtime/session.js";
+import { buildLlamaGraph } from "../src/model/llama.js";
+import { int64Tensor, Session, tensor, weightFeeds } from "../src/runtime/session.js";
 
 const DIR = join(import.meta.dirname, "fixtures", "score");
 
@@ -63,6 +64,53 @@ describe.each(["llama-seqcls", "pku-score-bf16"])("%s, shared prefixes", (name) 
       run.mockRestore();
       await model.release();
     }
+  });
+});
+
+describe("end-hidden graph output", () => {
+  it("equals the full graph's hidden state at a middle position and at a padded row's end", async () => {
+    const files = loadScoreModel(join(DIR, "llama-seqcls"));
+    const hiddenSize = files.config.hiddenSize;
+    const [rows, width] = [2, 6];
+    const ids = [3, 17, 42, 9, 88, 5, 61, 2, 140, 33, 0, 0];
+    const feeds = {
+      input_ids: int64Tensor(BigInt64Array.from(ids.map(BigInt)), [rows, width]),
+      attention_mask: int64Tensor(
+        BigInt64Array.from([1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 0, 0].map(BigInt)),
+        [rows, width],
+      ),
+      position_ids: int64Tensor(
+        BigInt64Array.from([0, 1, 2, 3, 4, 5, 0, 1, 2, 3, 4, 5].map(BigInt)),
+        [rows, width],
+      ),
+    };
+    // Row 0 ends at position 2 of 6 real tokens, so that causal masking matters; row 1 at
+    // its last real token, 3.
+    const ends = [2, 3];
+    const lastMask = new Float32Array(rows * width);
+    ends.forEach((t, r) => (lastMask[r * width + t] = 1));
+    const run = async (output: "hidden" | "end-hidden") => {
+      const graph = buildLlamaGraph(files.config, { output });
+      const session = await Session.create(graph, { bound: weightFeeds(graph, files.weights) });
+      const extra =
+        output === "end-hidden"
+          ? { last_token_mask: tensor("float32", lastMask, [rows, width]) }
+          : {};
+      const result = await session.run({ ...feeds, ...extra }, ["hidden"]);
+      await session.release();
+      return result.hidden.data as Float32Array;
+    };
+    const full = await run("hidden"); // [rows, width, H]
+    const end = await run("end-hidden"); // [rows, H]
+    let largest = 0;
+    ends.forEach((t, r) => {
+      for (let h = 0; h < hiddenSize; h++) {
+        const want = full[(r * width + t) * hiddenSize + h];
+        largest = Math.max(largest, Math.abs(end[r * hiddenSize + h] - want));
+      }
+    });
+    expect(end.length).toBe(rows * hiddenSize);
+    expect(largest).toBeLessThanOrEqual(1e-5);
   });
 });
 

@@ -34,7 +34,14 @@ export type LlamaOutput =
    */
   | "position-logprobs"
   /** The final-normed hidden states, [batch, seq, hidden]. */
-  | "hidden";
+  | "hidden"
+  /**
+   * The final-normed hidden state at one position per row, [batch, hidden]: input
+   * `last_token_mask` [batch, seq] marks it with a 1 (a row of zeros picks position 0). The
+   * last layer computes its queries, attention output and MLP at that position only; its
+   * keys and values, and the `present` output, still cover every position.
+   */
+  | "end-hidden";
 
 export interface LlamaGraphOptions {
   output: LlamaOutput;
@@ -254,12 +261,17 @@ class LlamaBuilder {
     return op.where(op.and(notPad, causal), this.scalar(0), this.scalar(-1e30));
   }
 
+  /**
+   * Self-attention of layer `layer` over the normed input `x`. With `query`, the queries come
+   * from other rows than the keys and values (see endHidden), and `bias` must fit them.
+   */
   attention(
     layer: number,
     x: Tensor,
     rope: { cos: Tensor; sin: Tensor },
     bias: Tensor,
     cacheOut: Tensor[],
+    query?: { x: Tensor; rope: { cos: Tensor; sin: Tensor } },
   ): Tensor {
     const c = this.c;
     const p = `model.layers.${layer}.self_attn`;
@@ -270,10 +282,11 @@ class LlamaBuilder {
 
     const toHeads = (t: Tensor, n: number) =>
       op.transpose(op.reshape(t, [0, 0, n, d]), [0, 2, 1, 3]);
-    let q = toHeads(this.linear(`${p}.q_proj`, x), heads); // [B, H, S, D]
+    let q = toHeads(this.linear(`${p}.q_proj`, query?.x ?? x), heads); // [B, H, S, D]
     let k = toHeads(this.linear(`${p}.k_proj`, x), kvHeads); // [B, KV, S, D]
     let v = toHeads(this.linear(`${p}.v_proj`, x), kvHeads);
-    q = this.applyRotary(q, rope.cos, rope.sin);
+    const queryRope = query?.rope ?? rope;
+    q = this.applyRotary(q, queryRope.cos, queryRope.sin);
     k = this.applyRotary(k, rope.cos, rope.sin);
 
     if (this.options.kvCache) {
@@ -328,7 +341,8 @@ class LlamaBuilder {
       c.tieWordEmbeddings && this.usesHeadSlices()
         ? this.gatherHeadRows(inputIds)
         : op.gather(this.weight("model.embed_tokens.weight"), inputIds, 0); // [B, S, H]
-    for (let i = 0; i < c.numHiddenLayers; i++) {
+    const endOnly = this.options.output === "end-hidden";
+    for (let i = 0; i < c.numHiddenLayers - (endOnly ? 1 : 0); i++) {
       const attn = this.attention(
         i,
         this.rmsNorm(x, `model.layers.${i}.input_layernorm.weight`),
@@ -343,7 +357,14 @@ class LlamaBuilder {
       );
     }
 
-    this.addOutputs(x, inputIds);
+    if (endOnly) {
+      g.output(
+        "hidden",
+        this.endHidden(x, { inputIds, attentionMask, positionIds }, rope, cacheOut),
+      );
+    } else {
+      this.addOutputs(x, inputIds);
+    }
     // One output instead of two per layer, so that a decode step hands one buffer back to
     // JavaScript instead of two per layer.
     if (cacheOut.length > 0) {
@@ -356,6 +377,53 @@ class LlamaBuilder {
       );
     }
     return g;
+  }
+
+  /**
+   * The last layer and the final norm at the position that `last_token_mask` marks in each
+   * row, from the last layer's input `x` [B, S, H]: [B, H]. Keys and values cover every
+   * position, as later runs on the KV cache need them.
+   */
+  private endHidden(
+    x: Tensor,
+    inputs: { inputIds: Tensor; attentionMask: Tensor; positionIds: Tensor },
+    rope: { cos: Tensor; sin: Tensor },
+    cacheOut: Tensor[],
+  ): Tensor {
+    const g = this.g;
+    const c = this.c;
+    const layer = c.numHiddenLayers - 1;
+    const lastMask = g.input("last_token_mask", this.dtype, ["batch", "seq"]);
+    const end = op.argMax(lastMask, 1); // [B]
+
+    // Row b's position end[b] is row b * S + end[b] of the flattened [B * S, ...] tensors.
+    const zero = op.scalar(g, 0, "int64");
+    const one = op.scalar(g, 1, "int64");
+    const seq = op.reshape(op.shapeOf(inputs.inputIds, 1, 2), []);
+    const rows = op.reshape(op.shapeOf(inputs.inputIds, 0, 1), []);
+    const flat = op.unsqueeze(op.add(op.mul(op.range(zero, rows, one), seq), end), [1]); // [B, 1]
+    const pick = (t: Tensor) => op.gather(op.reshape(t, [-1, c.hiddenSize]), flat, 0); // [B, 1, H]
+    const endPositions = op.gather(op.reshape(inputs.positionIds, [-1]), flat, 0); // [B, 1]
+
+    // The end query sees key t when t is not padding and t <= past + end.
+    const total = op.reshape(op.shapeOf(inputs.attentionMask, 1, 2), []);
+    const keyIdx = op.unsqueeze(op.range(zero, total, one), [0]); // [1, T]
+    const queryIdx = op.unsqueeze(op.add(end, op.sub(total, seq)), [1]); // [B, 1]
+    const visible = op.and(op.cast(inputs.attentionMask, "bool"), op.lessOrEqual(keyIdx, queryIdx)); // [B, T]
+    const bias = op.reshape(
+      op.where(visible, this.scalar(0), this.scalar(-1e30)),
+      [0, 1, 1, 1, -1],
+    ); // [B, 1, 1, 1, T]
+
+    const p = `model.layers.${layer}`;
+    const normed = this.rmsNorm(x, `${p}.input_layernorm.weight`);
+    const attn = this.attention(layer, normed, rope, bias, cacheOut, {
+      x: pick(normed),
+      rope: this.rotaryTables(endPositions),
+    });
+    let h = op.add(pick(x), attn); // [B, 1, H]
+    h = op.add(h, this.mlp(layer, this.rmsNorm(h, `${p}.post_attention_layernorm.weight`)));
+    return op.reshape(this.rmsNorm(h, "model.norm.weight"), [-1, c.hiddenSize]);
   }
 
   private lmHeadWeight(): Tensor {

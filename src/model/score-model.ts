@@ -154,8 +154,11 @@ export function buildScoreGraph(
   mappedWeights?: ReadonlyMap<string, FileRange>,
   kvCache = false,
 ): { graph: Graph; scores: Tensor; head: Tensor } {
+  // Inference graphs run the last layer at the end token only (see "end-hidden"). Training
+  // graphs keep the plain form, whose gradient rules are tested op by op.
+  const endOnly = !forGradients;
   const g = buildLlamaGraph(config, {
-    output: "hidden",
+    output: endOnly ? "end-hidden" : "hidden",
     dtype,
     linear,
     forGradients,
@@ -163,8 +166,13 @@ export function buildScoreGraph(
     kvCache,
   });
   const hidden = g.outputs.find((t) => t.name === "hidden")!;
-  const lastMask = g.input("last_token_mask", dtype, ["batch", "seq"]);
-  const end = op.reduceSum(op.mul(hidden, op.unsqueeze(lastMask, [2])), [1], false); // [B, H]
+  const end = endOnly
+    ? hidden
+    : op.reduceSum(
+        op.mul(hidden, op.unsqueeze(g.input("last_token_mask", dtype, ["batch", "seq"]), [2])),
+        [1],
+        false,
+      ); // [B, H]
   const head = g.input("score.weight", dtype, [1, config.hiddenSize]);
   const bias = g.input("score.bias", dtype, []);
   const scores = op.add(op.reshape(op.matmulTransB(end, head), [-1]), bias); // [B]
