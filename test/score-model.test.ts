@@ -9,7 +9,7 @@ import { afterAll, describe, expect, it, vi } from "vitest";
 import { loadScoreModel, ScoreModel } from "../src/model/score-model.js";
 import { groupSharedPrefixes } from "../src/model/shared-prefix.js";
 import { buildLlamaGraph } from "../src/model/llama.js";
-import { int64Tensor, Session, tensor, weightFeeds } from "../src/runtime/session.js";
+import { int64Tensor, Session, tensor, weightFeeds, type Feeds } from "../src/runtime/session.js";
 
 const DIR = join(import.meta.dirname, "fixtures", "score");
 
@@ -92,7 +92,7 @@ describe("end-hidden graph output", () => {
     const run = async (output: "hidden" | "end-hidden") => {
       const graph = buildLlamaGraph(files.config, { output });
       const session = await Session.create(graph, { bound: weightFeeds(graph, files.weights) });
-      const extra =
+      const extra: Feeds =
         output === "end-hidden"
           ? { last_token_mask: tensor("float32", lastMask, [rows, width]) }
           : {};

@@ -38,7 +38,7 @@ export type LlamaOutput =
   /**
    * The final-normed hidden state at one position per row, [batch, hidden]: input
    * `last_token_mask` [batch, seq] marks it with a 1 (a row of zeros picks position 0). The
-   * last layer computes its queries, attention output and MLP at that position only; its
+   * last layer computes its queries, attention output and MLP at that position only. Its
    * keys and values, and the `present` output, still cover every position.
    */
   | "end-hidden";
@@ -405,7 +405,7 @@ class LlamaBuilder {
     const pick = (t: Tensor) => op.gather(op.reshape(t, [-1, c.hiddenSize]), flat, 0); // [B, 1, H]
     const endPositions = op.gather(op.reshape(inputs.positionIds, [-1]), flat, 0); // [B, 1]
 
-    // The end query sees key t when t is not padding and t <= past + end.
+    // The end query attends to key t when t is not padding and t <= past + end.
     const total = op.reshape(op.shapeOf(inputs.attentionMask, 1, 2), []);
     const keyIdx = op.unsqueeze(op.range(zero, total, one), [0]); // [1, T]
     const queryIdx = op.unsqueeze(op.add(end, op.sub(total, seq)), [1]); // [B, 1]
