@@ -28,7 +28,6 @@ describe("read flags of the training commands", () => {
   it("passes --format, --split and --field mappings to the loader", () => {
     expect(parse(["--format", "pairwise", "--split", "test", "--field", "chosen=good"])).toEqual({
       schema: "pairwise",
-      fileFormat: undefined,
       split: "test",
       strict: false,
       fields: { chosen: "good" },
@@ -39,10 +38,15 @@ describe("read flags of the training commands", () => {
     expect(() => parse(["--field", "choosen=good"])).toThrow(/--field expects NAME=COLUMN/);
   });
 
-  it("gives SFT only --strict", () => {
+  it("gives SFT no read flags", () => {
     const command = addDataOptions(new Command("sft").exitOverride(), false);
     expect(command.options.map((o) => o.long)).not.toContain("--field");
-    command.parse(["--strict"], { from: "user" });
-    expect(dataFrom(command.opts(), ["a.jsonl"]).load).toEqual({ strict: true });
+    expect(command.options.map((o) => o.long)).not.toContain("--strict");
+    command.parse([], { from: "user" });
+    expect(dataFrom(command.opts(), ["a.jsonl"]).load).toEqual({ strict: false });
+  });
+
+  it("leaves default read flags out, so that older runs keep their run keys", () => {
+    expect(parse([])).toEqual({ strict: false });
   });
 });

@@ -386,8 +386,15 @@ describe("resolveModel with local paths", () => {
   it("names a missing directory under an existing one instead of asking the hub", async () => {
     // "test" exists in the working directory of the tests, the repository root.
     await expect(resolveModel("test/no-such-model", options())).rejects.toThrow(
-      /Model directory .*test\/no-such-model does not exist, although .*test does/,
+      /Model directory .*test\/no-such-model does not exist, although .*test does\. Check the path\. If you meant the hub id test\/no-such-model, write it as test\/no-such-model@main/,
     );
+    // Deeper paths and paths that start with "./" are no hub ids, so no hub id is suggested.
+    for (const model of ["test/fixtures/none", "./test/none"]) {
+      const error = resolveModel(model, options());
+      await expect(error).rejects.toThrow(
+        /Model directory .*none does not exist.* Check the path\.$/,
+      );
+    }
     expect(hub.countRequests()).toBe(0);
   });
 });

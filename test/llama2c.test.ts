@@ -44,7 +44,7 @@ describe("readLlama2cHeader", () => {
 
   it.each([
     ["GGUF", /x\.bin is a GGUF file \(llama\.cpp\), not a llama2\.c checkpoint/],
-    ["24ka", /x\.bin is a llama2\.c checkpoint in the versioned export format/],
+    ["24ka", /x\.bin is in llama2\.c's versioned export format .* export\.py --version 0/],
   ])("names a %s file instead of reading its bytes as a header", (magic, error) => {
     expect(() => readLlama2cHeader(header(magic, [3, 0, 0, 0, 0, 0]), "x.bin")).toThrow(error);
   });

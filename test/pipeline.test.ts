@@ -107,7 +107,7 @@ describe("pipeline config", () => {
     const bad = { ...data, fields: { choosen: "good" } };
     expect(() =>
       parsePipelineConfig({ out: "run", model: "org/m", data: bad }, "m.yaml", "/"),
-    ).toThrow(/data.fields: field names are prompt/);
+    ).toThrow(/data.fields.choosen: unknown field "choosen"; fields are prompt/);
   });
 
   it("checks eval prompt files before training", async () => {

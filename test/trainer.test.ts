@@ -170,7 +170,22 @@ describe("DPO trainer", () => {
       runSettings: settings("0.001"),
     });
     await expect(resumed).rejects.toThrow(
-      /different data, model or settings \(trainer\.lr: 0\.02 then, 0\.001 now\)/,
+      /different data, model or settings \(--lr: 0\.02 then, 0\.001 now\)/,
+    );
+  });
+
+  it("refuses a resume whose data files changed in place, under the same run key", async () => {
+    const out = join(work, "edited-data");
+    const settings = (contents: string) => ({ "trainer.lr": "0.02", dataContents: contents });
+    const options = { maxSteps: 2, saveEvery: 1, runKey: "same" };
+    await runSyntheticDpo(out, cacheDir, { ...options, runSettings: settings('"#aaaa"') });
+    const resumed = runSyntheticDpo(out, cacheDir, {
+      ...options,
+      resume: true,
+      runSettings: settings('"#bbbb"'),
+    });
+    await expect(resumed).rejects.toThrow(
+      /the contents of the data files: "#aaaa" then, "#bbbb" now/,
     );
   });
 

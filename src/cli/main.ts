@@ -92,8 +92,11 @@ const generateCommand = program
   )
   .option("--show-gates", "print the router's mean alpha and beta per layer to stderr", false);
 addVariantOptions(generateCommand).action(async (opts) => {
-  if ((opts.prompt === undefined) === (opts.promptIds === undefined)) {
-    throw new MidpoError("generate needs --prompt TEXT or --prompt-ids IDS, not both");
+  if (opts.prompt === undefined && opts.promptIds === undefined) {
+    throw new MidpoError("generate needs --prompt TEXT or --prompt-ids IDS");
+  }
+  if (opts.prompt !== undefined && opts.promptIds !== undefined) {
+    throw new MidpoError("generate takes --prompt TEXT or --prompt-ids IDS, not both");
   }
   await runGenerate({
     model: opts.model,

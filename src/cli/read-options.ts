@@ -49,13 +49,19 @@ export function addReadOptions(command: Command): Command {
     );
 }
 
+/**
+ * Returns the load options of the flags. Flags left at their defaults are left out, so that
+ * the run keys of training runs started before these flags existed stay the same and such
+ * runs still resume.
+ */
 export function readOptionsFrom(opts: ReadFlags): LoadOptions {
+  const fields = parseFieldMappings(opts.field);
   return {
-    schema: opts.format,
-    fileFormat: opts.fileFormat,
-    split: opts.split,
     strict: opts.strict,
-    fields: parseFieldMappings(opts.field),
+    ...(opts.format !== "auto" ? { schema: opts.format } : {}),
+    ...(opts.fileFormat !== undefined ? { fileFormat: opts.fileFormat } : {}),
+    ...(opts.split !== undefined ? { split: opts.split } : {}),
+    ...(Object.keys(fields).length > 0 ? { fields } : {}),
   };
 }
 

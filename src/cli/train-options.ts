@@ -52,15 +52,7 @@ export function addTrainerOptions(
  * schema, container, split and field-mapping flags of `midpo data`.
  */
 export function addDataOptions(cmd: Command, preferences = true): Command {
-  if (preferences) {
-    addReadOptions(cmd);
-  } else {
-    cmd.option(
-      "--strict",
-      "fail at the first invalid record instead of skipping and counting it",
-      false,
-    );
-  }
+  if (preferences) addReadOptions(cmd);
   return cmd
     .option(
       "--eval-ratio <x>",
@@ -138,10 +130,8 @@ export function trainerFrom(o: Opts): TrainerSettings {
 export function dataFrom(o: Opts, files: string[]): DataOptions {
   return {
     files,
-    load:
-      o.format === undefined
-        ? { strict: o.strict as boolean }
-        : readOptionsFrom(o as unknown as ReadFlags),
+    // SFT stops at the first invalid record (see readSftExamples) and has no read flags.
+    load: o.format === undefined ? { strict: false } : readOptionsFrom(o as unknown as ReadFlags),
     evalRatio: o.evalRatio as number,
     template: o.template as PromptTemplate,
     maxLength: o.maxLength as number,

@@ -257,18 +257,24 @@ async function useCacheWhenUnreachable(
 /**
  * A hub id `org/name` whose `org` is a local directory is almost always a mistyped path such as
  * `models/tiny`: report the missing directory instead of asking the hub for it. `org/name@revision` still reaches the
- * hub, for the rare user whose working directory holds a folder named like the organisation.
+ * hub, for the rare user whose working directory has a folder named like the organisation.
  */
 async function rejectMissingSubdirectory(model: string): Promise<void> {
+  if (/^(\.|~|\/)/.test(model) || model.includes("\\")) {
+    throw new MidpoError(`Model directory ${resolvePath(model)} does not exist. Check the path.`);
+  }
   const slash = model.indexOf("/");
   if (slash <= 0 || model.includes("@")) {
     return;
   }
   const parent = model.slice(0, slash);
   if ((await pathKind(parent)) === "directory") {
+    const hubHint = HUB_ID.test(model)
+      ? ` If you meant the hub id ${model}, write it as ${model}@main.`
+      : "";
     throw new MidpoError(
       `Model directory ${resolvePath(model)} does not exist, although ${resolvePath(parent)} ` +
-        `does. Check the path. If you meant the hub id ${model}, write it as ${model}@main.`,
+        `does. Check the path.${hubHint}`,
     );
   }
 }

@@ -54,7 +54,7 @@ export function permuteForRotateHalf(
 /** Files that are easily mistaken for llama2.c checkpoints, by their first 4 bytes. */
 const KNOWN_FORMATS: Record<string, string> = {
   GGUF: "a GGUF file (llama.cpp)",
-  "24ka": "a llama2.c checkpoint in the versioned export format (version 1 or 2)",
+  "24ka": "in llama2.c's versioned export format (version 1 or 2)",
   "PK\u0003\u0004": "a zip archive (a PyTorch .pt or .pth checkpoint)",
 };
 
@@ -66,8 +66,11 @@ export function readLlama2cHeader(bytes: Buffer, path: string): Llama2cHeader {
   const known = KNOWN_FORMATS[magic];
   if (known !== undefined) {
     throw new MidpoError(
-      `${path} is ${known}, not a llama2.c checkpoint. midpo reads Hugging Face model ` +
-        `directories (config.json and safetensors) and converts llama2.c .bin files only.`,
+      magic === "24ka"
+        ? `${path} is ${known}. midpo converts the original format only: export the ` +
+            `model again with llama2.c's export.py --version 0.`
+        : `${path} is ${known}, not a llama2.c checkpoint. midpo reads Hugging Face model ` +
+            `directories (config.json and safetensors) and converts llama2.c .bin files only.`,
     );
   }
   const v = (i: number) => bytes.readInt32LE(i * 4);

@@ -55,8 +55,14 @@ export const pipelineSchema = z
         split: z.string().optional(),
         fields: z
           .record(z.string(), z.string().min(1))
-          .refine((f) => Object.keys(f).every((k) => k in DEFAULT_FIELDS), {
-            message: `field names are ${Object.keys(DEFAULT_FIELDS).join(", ")}`,
+          .superRefine((fields, ctx) => {
+            for (const name of Object.keys(fields).filter((k) => !(k in DEFAULT_FIELDS))) {
+              ctx.addIssue({
+                code: "custom",
+                path: [name],
+                message: `unknown field "${name}"; fields are ${Object.keys(DEFAULT_FIELDS).join(", ")}`,
+              });
+            }
           })
           .default({}),
       })

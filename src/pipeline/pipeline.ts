@@ -7,24 +7,13 @@
 // resumes an interrupted stage from its last checkpoint, and redoes (after deleting) a stage
 // whose settings or inputs changed.
 
-import { createHash } from "node:crypto";
-import {
-  existsSync,
-  mkdirSync,
-  readFileSync,
-  readdirSync,
-  renameSync,
-  rmSync,
-  statSync,
-  writeFileSync,
-} from "node:fs";
+import { existsSync, mkdirSync, readFileSync, renameSync, rmSync, writeFileSync } from "node:fs";
 import type { LoadOptions } from "../data/load.js";
 import type { FileFormat } from "../data/read.js";
 import type { RecordSchema } from "../data/validate.js";
-import { MidpoError } from "../errors.js";
 import { join } from "node:path";
 import { log } from "../log.js";
-import { hashKey } from "../train/cache.js";
+import { contentHashes, hashKey } from "../train/cache.js";
 import type { LossOptions } from "../train/losses.js";
 import type { LoraConfigOptions } from "../train/lora.js";
 import type { LoraSection, PipelineConfig, TrainerSection } from "./config.js";
@@ -54,17 +43,7 @@ export interface PipelineResult {
 
 /** SHA-256 of each file's bytes, so that editing a data file redoes the stages that read it. */
 function filesContentHash(paths: readonly string[]): string[] {
-  return paths.map((path) => {
-    if (!existsSync(path)) throw new MidpoError(`pipeline input ${path} does not exist`);
-    const hash = createHash("sha256");
-    if (statSync(path).isDirectory()) {
-      for (const name of readdirSync(path).sort())
-        hash.update(name).update(filesContentHash([join(path, name)])[0]);
-    } else {
-      hash.update(readFileSync(path));
-    }
-    return hash.digest("hex");
-  });
+  return contentHashes(paths, "pipeline input");
 }
 
 function toLora(section: LoraSection | null | undefined): LoraConfigOptions | null {

@@ -2,7 +2,7 @@
 // its output directory. The CLI commands and the pipeline both call these.
 
 import { join } from "node:path";
-import { readFileSync } from "node:fs";
+import { existsSync, readFileSync } from "node:fs";
 import { MidpoError } from "../errors.js";
 import { loadDataset, type LoadOptions } from "../data/load.js";
 import {
@@ -26,7 +26,7 @@ import { checkTokenizerFits, loadModel } from "../model/load.js";
 import { copyTokenizerFiles, saveCausalLM } from "../model/save.js";
 import { ScoreModel } from "../model/score-model.js";
 import type { Tokenizer } from "../tokenize/tokenizer.js";
-import { ValueCache, hashKey, modelContentHash } from "../train/cache.js";
+import { ValueCache, contentHashes, hashKey, modelContentHash } from "../train/cache.js";
 import { referenceLogps, trainDpo, type ScoredPair } from "../train/dpo.js";
 import {
   createLoraConfig,
@@ -152,13 +152,24 @@ export async function cachedEndScores(
   return values;
 }
 
+/** Fails before any loading when a score model directory given as --`kind` is missing. */
+function checkScoreModelDir(dir: string | undefined, kind: "reward" | "cost"): void {
+  if (dir !== undefined && !existsSync(join(dir, "config.json"))) {
+    throw new MidpoError(
+      `${kind} model ${dir} ${existsSync(dir) ? "has no config.json" : "does not exist"}; ` +
+        `pass the directory that train-score --kind ${kind} wrote`,
+    );
+  }
+}
+
 /**
- * The trainer's run key: everything that must match for --resume to continue a run. The
- * resume flag itself is left out, since it differs between the first run and its resume.
+ * The trainer's run key and run settings: everything that must match for --resume to
+ * continue a run. The resume flag itself is left out, since it differs between the first run
+ * and its resume.
  */
 function runIdentity(
   stage: string,
-  options: { trainer: TrainerSettings },
+  options: { trainer: TrainerSettings; data: DataOptions; extraSafety?: string[] },
   extra: unknown,
 ): { runKey: string; runSettings: Record<string, string> } {
   const identity = {
@@ -166,11 +177,18 @@ function runIdentity(
     options: { ...options, trainer: { ...options.trainer, resume: null } },
     extra,
   };
-  // The hash keeps its original layout so that older checkpoints still resume; the names
-  // shown in a mismatch are the flags' own.
+  // The key keeps the layout it had before the settings existed, so that older checkpoints
+  // still resume. The settings add the data files' contents: a file edited in place between
+  // a run and its resume is refused too.
+  const files = [...options.data.files, ...(options.extraSafety ?? [])].filter(existsSync);
   return {
     runKey: hashKey(identity),
-    runSettings: flattenSettings({ stage, ...identity.options, records: extra }),
+    runSettings: flattenSettings({
+      stage,
+      ...identity.options,
+      records: extra,
+      dataContents: hashKey(contentHashes(files)),
+    }),
   };
 }
 
@@ -310,12 +328,16 @@ export async function speMargins(
 
 export async function runExpertStage(o: ExpertStageOptions): Promise<TrainSummary> {
   checkOutDir(o.out, o.trainer.resume);
+  checkScoreModelDir(o.cost, "cost");
+  checkScoreModelDir(o.reward, "reward");
   const base = await loadBase(o.model);
   const cache = new ValueCache(o.cacheDir);
   const records = await loadPku(o.data);
   let pairs = (o.kind === "safety" ? buildSafetySet(records) : buildHelpfulnessSet(records)).pairs;
   if (o.kind === "safety" && o.extraSafety && o.extraSafety.length > 0) {
-    const { pairwise } = await loadDataset(o.extraSafety, o.data.load);
+    // Extra files have their own schema (hh-rlhf or pairwise): the read settings of the main
+    // files do not apply to them, except strictness.
+    const { pairwise } = await loadDataset(o.extraSafety, { strict: o.data.load?.strict });
     pairs = [...pairs, ...pairsFromPairwise(pairwise)];
   }
   if (pairs.length === 0) throw new MidpoError(`no ${o.kind} pairs in ${o.data.files.join(", ")}`);
@@ -391,6 +413,7 @@ export async function loadExperts(
 
 export async function runRouterStage(o: RouterStageOptions): Promise<TrainSummary> {
   checkOutDir(o.out, o.trainer.resume);
+  checkScoreModelDir(o.cost, "cost");
   const base = await loadBase(o.model);
   const cache = new ValueCache(o.cacheDir);
   const experts = await loadExperts(base.model, o.safety, o.helpfulness);

@@ -30,8 +30,9 @@ export function selectChatTemplate(
   if (chatTemplate === undefined) {
     throw new MidpoError(
       `The tokenizer at ${source} has no chat template (no chat_template in ` +
-        `tokenizer_config.json and no chat_template.jinja). Use --template safe-rlhf (the ` +
-        `default), or a model whose tokenizer defines a chat template.`,
+        `tokenizer_config.json and no chat_template.jinja). Use the safe-rlhf template ` +
+        `(--template safe-rlhf, or data.template: safe-rlhf in a pipeline config), or a ` +
+        `model whose tokenizer defines a chat template.`,
     );
   }
   if (typeof chatTemplate === "string") {

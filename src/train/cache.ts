@@ -101,6 +101,24 @@ export function hashKey(key: unknown): string {
   return createHash("sha256").update(JSON.stringify(key)).digest("hex");
 }
 
+/**
+ * Returns the sha256 of each file's bytes, or of a directory's file names and contents. A
+ * missing path raises a MidpoError that calls it a `label`.
+ */
+export function contentHashes(paths: readonly string[], label = "input"): string[] {
+  return paths.map((path) => {
+    if (!existsSync(path)) throw new MidpoError(`${label} ${path} does not exist`);
+    const hash = createHash("sha256");
+    if (statSync(path).isDirectory()) {
+      for (const name of readdirSync(path).sort())
+        hash.update(name).update(contentHashes([join(path, name)], label)[0]);
+    } else {
+      hash.update(readFileSync(path));
+    }
+    return hash.digest("hex");
+  });
+}
+
 export interface CacheEntryMeta {
   kind: string;
   key: string;

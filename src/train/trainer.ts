@@ -62,7 +62,7 @@ export interface TrainerOptions {
   /** Hash of everything that must match for a resume to be valid (data, model, settings). */
   runKey: string;
   /**
-   * What runKey hashes, flattened by flattenSettings. Checkpoints keep it, so that a resume
+   * The settings, flattened by flattenSettings, with the data files' contents. Checkpoints keep it, so that a resume
    * with other settings can name the ones that differ.
    */
   runSettings?: Record<string, string>;
@@ -165,7 +165,7 @@ function meanMetrics(all: Metrics[]): Metrics {
 }
 
 /** Values longer than this are kept as a hash in flattened settings. */
-const LONGEST_SETTING = 80;
+const LONGEST_SETTING = 240;
 /** Differences named in a resume error; the rest are counted. */
 const DIFFERENCES_NAMED = 4;
 
@@ -188,6 +188,25 @@ export function flattenSettings(value: unknown): Record<string, string> {
   return out;
 }
 
+/** Names that differ from the flag's own, by the last part of a settings path. */
+const SETTING_NAMES: Record<string, string> = {
+  files: "--data",
+  schema: "--format",
+  r: "--lora-r",
+  type: "--loss",
+  betas: "--adam-beta1, --adam-beta2",
+  records: "the training records",
+  dataContents: "the contents of the data files",
+  stage: "the command",
+};
+
+/** Returns the flag that sets a flattened setting, such as `--batch-size` for `trainer.batchSize`. */
+function settingName(path: string): string {
+  const last = path.slice(path.lastIndexOf(".") + 1);
+  if (path.startsWith("data.load.fields.")) return `--field ${last}=...`;
+  return SETTING_NAMES[last] ?? `--${last.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`)}`;
+}
+
 /** "a.b: 1 then, 2 now; ..." for the keys whose values differ, or "" when unknown. */
 function settingsDifferences(
   before: Record<string, string> | undefined,
@@ -199,7 +218,9 @@ function settingsDifferences(
   );
   const named = keys
     .slice(0, DIFFERENCES_NAMED)
-    .map((key) => `${key}: ${before[key] ?? "unset"} then, ${now[key] ?? "unset"} now`);
+    .map(
+      (key) => `${settingName(key)}: ${before[key] ?? "unset"} then, ${now[key] ?? "unset"} now`,
+    );
   if (keys.length > DIFFERENCES_NAMED) named.push(`${keys.length - DIFFERENCES_NAMED} more`);
   return named.join("; ");
 }
@@ -280,8 +301,8 @@ export class Trainer<E> {
 
   private load(dir: string): void {
     const state = JSON.parse(readFileSync(join(dir, STATE_FILE), "utf8")) as TrainerState;
-    if (state.runKey !== this.options.runKey) {
-      const differences = settingsDifferences(state.runSettings, this.options.runSettings);
+    const differences = settingsDifferences(state.runSettings, this.options.runSettings);
+    if (state.runKey !== this.options.runKey || differences !== "") {
       throw new MidpoError(
         `checkpoint ${dir} belongs to a run with different data, model or settings` +
           (differences === "" ? "" : ` (${differences})`) +
