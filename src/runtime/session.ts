@@ -22,6 +22,11 @@ export interface SessionOptions {
   threads?: number;
   /** Directory that relative external-data paths resolve against. */
   externalDataDir?: string;
+  /**
+   * Lets ORT pre-pack weights mapped from a file (external-data initializers) for its matrix
+   * products. Off by default; see Session.create.
+   */
+  prepack?: boolean;
 }
 
 export class Session {
@@ -48,9 +53,10 @@ export class Session {
       // 45 MiB less, and a DPO step ran as fast with 1.5 GiB less.
       enableMemPattern: false,
     };
-    if (graph.initializers.some((i) => i.kind === "external")) {
-      // Pre-packing would copy each mapped weight into ORT's own memory, so that a model's
-      // weights would be in memory twice. Weights fed as inputs are not pre-packed either.
+    if (graph.initializers.some((i) => i.kind === "external") && options.prepack !== true) {
+      // Pre-packing copies each mapped weight into ORT's own memory, which can double the
+      // peak memory of a session (see ../shared/ORT-NOTES.md). Score models turn it on (see
+      // ScoreModel). Weights fed as inputs are never pre-packed.
       sessionOptions.extra = { session: { disable_prepacking: "1" } };
     }
     if (options.threads !== undefined) sessionOptions.intraOpNumThreads = options.threads;
