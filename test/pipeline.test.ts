@@ -3,12 +3,20 @@
 // adapters and router as an uninterrupted run. Also the config validation.
 
 import { spawnSync } from "node:child_process";
-import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import {
+  existsSync,
+  mkdirSync,
+  mkdtempSync,
+  readFileSync,
+  readdirSync,
+  rmSync,
+  writeFileSync,
+} from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, describe, expect, it } from "vitest";
 import { parsePipelineConfig } from "../src/pipeline/config.js";
-import { runPipeline } from "../src/pipeline/pipeline.js";
+import { runPipeline, StageRunner } from "../src/pipeline/pipeline.js";
 import { SafetensorsCheckpoint } from "../src/model/safetensors-checkpoint.js";
 
 const work = mkdtempSync(join(tmpdir(), "midpo-pipeline-"));
@@ -108,6 +116,19 @@ describe("pipeline config", () => {
     expect(() =>
       parsePipelineConfig({ out: "run", model: "org/m", data: bad }, "m.yaml", "/"),
     ).toThrow(/data.fields.choosen: unknown field "choosen"; fields are prompt/);
+  });
+
+  it("moves a stage whose settings changed aside instead of deleting it", async () => {
+    const out = join(work, "retire");
+    const runner = new StageRunner(out);
+    await runner.run("02-reward", "hash-a", async (dir) => writeFileSync(join(dir, "w.txt"), "a"));
+    await new StageRunner(out).run("02-reward", "hash-b", async (dir) => {
+      writeFileSync(join(dir, "w.txt"), "b");
+    });
+    const kept = readdirSync(out).filter((name) => name.startsWith("02-reward.replaced-"));
+    expect(kept.length).toBe(1);
+    expect(readFileSync(join(out, kept[0], "w.txt"), "utf8")).toBe("a");
+    expect(readFileSync(join(out, "02-reward", "w.txt"), "utf8")).toBe("b");
   });
 
   it("checks eval prompt files before training", async () => {

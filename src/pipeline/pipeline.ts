@@ -4,10 +4,10 @@
 //
 // A stage is finished when its `stage.json` exists; it records a hash of the stage's settings
 // and of the stages it reads from. A rerun skips finished stages whose hash still matches,
-// resumes an interrupted stage from its last checkpoint, and redoes (after deleting) a stage
-// whose settings or inputs changed.
+// resumes an interrupted stage from its last checkpoint, and redoes a stage whose settings or
+// inputs changed, after moving its directory aside.
 
-import { existsSync, mkdirSync, readFileSync, renameSync, rmSync, writeFileSync } from "node:fs";
+import { existsSync, mkdirSync, readFileSync, renameSync, writeFileSync } from "node:fs";
 import type { LoadOptions } from "../data/load.js";
 import type { FileFormat } from "../data/read.js";
 import type { RecordSchema } from "../data/validate.js";
@@ -78,7 +78,19 @@ function toTrainer(
   });
 }
 
-class StageRunner {
+/**
+ * Moves a stage directory that is about to be redone aside, to `<dir>.replaced-<time>`, so
+ * that a config edit never deletes finished or partly trained work. Returns the new path.
+ */
+function retire(dir: string): string {
+  const stamp = new Date().toISOString().replace(/[:.]/g, "-");
+  let target = `${dir}.replaced-${stamp}`;
+  for (let n = 2; existsSync(target); n++) target = `${dir}.replaced-${stamp}-${n}`;
+  renameSync(dir, target);
+  return target;
+}
+
+export class StageRunner {
   readonly records: StageRecord[] = [];
 
   constructor(private readonly out: string) {}
@@ -102,13 +114,16 @@ class StageRunner {
         this.records.push(previous);
         return previous;
       }
-      log.warn({ stage: name, dir }, "stage settings or inputs changed; redoing it");
-      rmSync(dir, { recursive: true, force: true });
+      const keptAt = retire(dir);
+      log.warn({ stage: name, keptAt }, "stage settings or inputs changed; redoing it");
     } else if (existsSync(join(dir, "stage-hash.txt"))) {
       const started = readFileSync(join(dir, "stage-hash.txt"), "utf8").trim();
       if (started !== hash) {
-        log.warn({ stage: name, dir }, "an interrupted stage had other settings; starting it over");
-        rmSync(dir, { recursive: true, force: true });
+        const keptAt = retire(dir);
+        log.warn(
+          { stage: name, keptAt },
+          "an interrupted stage had other settings; starting it over",
+        );
       } else {
         log.info({ stage: name }, "resuming an interrupted stage");
       }
