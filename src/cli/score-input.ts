@@ -46,7 +46,7 @@ export async function readScoreInputs(
     if (ids.length > limit) {
       throw new MidpoError(
         `${where} has ${ids.length} tokens, more than max_position_embeddings ${limit} of ` +
-          `${modelDir}; shorten the response or the prompt`,
+          `${modelDir}; shorten the prompt or the response, or the input_ids`,
       );
     }
     inputs.sequences.push(ids);
@@ -70,7 +70,8 @@ export async function readScoreInputs(
       throw new MidpoError(
         `${where}: expected an object with "prompt" and "response" strings, PKU-SafeRLHF ` +
           `"prompt", "response_0" and "response_1", pairwise "prompt", "chosen" and ` +
-          `"rejected", or "input_ids"`,
+          `"rejected", or "input_ids". hh-rlhf dialogues have no "prompt": split them into ` +
+          `pairs with midpo data build first`,
       );
     }
     tokenizer ??= Tokenizer.fromDirectory(modelDir);

@@ -169,8 +169,14 @@ function checkScoreModelDir(dir: string | undefined, kind: "reward" | "cost"): v
  */
 function runIdentity(
   stage: string,
-  options: { trainer: TrainerSettings; data: DataOptions; extraSafety?: string[] },
+  options: {
+    trainer: TrainerSettings;
+    data: DataOptions;
+    extraSafety?: string[];
+    cacheDir?: string;
+  },
   extra: unknown,
+  models: readonly (string | undefined)[],
 ): { runKey: string; runSettings: Record<string, string> } {
   const identity = {
     stage,
@@ -178,8 +184,9 @@ function runIdentity(
     extra,
   };
   // The key keeps the layout it had before the settings existed, so that older checkpoints
-  // still resume. The settings add the data files' contents: a file edited in place between
-  // a run and its resume is refused too.
+  // still resume. The settings add the contents of the data files and of the model, score
+  // model and adapter directories: a file changed in place between a run and its resume is
+  // refused too.
   const files = [...options.data.files, ...(options.extraSafety ?? [])].filter(existsSync);
   return {
     runKey: hashKey(identity),
@@ -187,7 +194,11 @@ function runIdentity(
       stage,
       ...identity.options,
       records: extra,
-      dataContents: hashKey(contentHashes(files)),
+      // The start of a sha256 is enough to tell contents apart, and short enough to show.
+      dataContents: `#${hashKey(contentHashes(files)).slice(0, 12)}`,
+      modelContents: `#${hashKey(
+        models.filter((d) => d !== undefined).map((d) => modelContentHash(d, options.cacheDir)),
+      ).slice(0, 12)}`,
     }),
   };
 }
@@ -272,6 +283,7 @@ export async function runScoreStage(o: ScoreStageOptions): Promise<TrainSummary>
           o.kind,
           o,
           records.map((r) => r.id),
+          [base.directory],
         ),
       },
     },
@@ -372,6 +384,7 @@ export async function runExpertStage(o: ExpertStageOptions): Promise<TrainSummar
         `expert-${o.kind}`,
         o,
         records.map((r) => r.id),
+        [base.directory, scoreDir],
       ),
     },
   });
@@ -483,7 +496,12 @@ export async function runRouterStage(o: RouterStageOptions): Promise<TrainSummar
       trainer: {
         ...o.trainer,
         outDir: o.out,
-        ...runIdentity("router", o, Object.keys(expertWeights(experts))),
+        ...runIdentity("router", o, Object.keys(expertWeights(experts)), [
+          base.directory,
+          o.safety,
+          o.helpfulness,
+          o.cost,
+        ]),
       },
       provenance: provenance(base.directory, o.safety, o.helpfulness),
     },
@@ -564,7 +582,11 @@ export async function runSftStage(
   const { summary } = await trainSft(base.model, toExamples(train), toExamples(evalPairs), {
     lora:
       o.lora === null ? null : createLoraConfig({ ...o.lora, baseModelNameOrPath: base.directory }),
-    trainer: { ...o.trainer, outDir: o.out, ...runIdentity("sft", o, items.length) },
+    trainer: {
+      ...o.trainer,
+      outDir: o.out,
+      ...runIdentity("sft", o, items.length, [base.directory]),
+    },
     saveFull: (dir, weights) => {
       saveCausalLM(dir, base.model.config, rawConfig, weights);
       copyTokenizerFiles(base.directory, dir);
@@ -604,7 +626,7 @@ export async function runDpoStage(o: DpoStageOptions): Promise<TrainSummary> {
     trainer: {
       ...o.trainer,
       outDir: o.out,
-      ...runIdentity("dpo", o, pairs.length),
+      ...runIdentity("dpo", o, pairs.length, [base.directory]),
     },
   });
   await base.model.release();

@@ -55,8 +55,8 @@ export class Session {
     };
     if (graph.initializers.some((i) => i.kind === "external") && options.prepack !== true) {
       // Pre-packing copies each mapped weight into ORT's own memory, which can double the
-      // peak memory of a session (see ../shared/ORT-NOTES.md). Score models turn it on (see
-      // ScoreModel). Weights fed as inputs are never pre-packed.
+      // peak memory of a session. Score models turn it on (see ScoreModel). Weights fed as
+      // inputs are never pre-packed.
       sessionOptions.extra = { session: { disable_prepacking: "1" } };
     }
     if (options.threads !== undefined) sessionOptions.intraOpNumThreads = options.threads;

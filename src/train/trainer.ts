@@ -197,6 +197,7 @@ const SETTING_NAMES: Record<string, string> = {
   betas: "--adam-beta1, --adam-beta2",
   records: "the training records",
   dataContents: "the contents of the data files",
+  modelContents: "the contents of the model, score model or adapter directories",
   stage: "the command",
 };
 
@@ -320,7 +321,9 @@ export class Trainer<E> {
     }
     this.optimizer.loadState({ step: state.step, expAvg, expAvgSq });
     this.rng.setState(state.rngState);
-    this.state = state;
+    // A checkpoint written before run settings existed takes the current ones, so that the
+    // checkpoints this run writes from now on carry them.
+    this.state = { ...state, runSettings: state.runSettings ?? this.options.runSettings };
 
     // Drop log lines written after this checkpoint: the resumed run writes them again.
     const kept = existsSync(this.metricsPath)
