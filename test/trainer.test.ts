@@ -2,7 +2,7 @@
 // exact resume after SIGKILL, refusing to overwrite a run, and stopping on a NaN loss.
 
 import { spawnSync } from "node:child_process";
-import { existsSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, describe, expect, it } from "vitest";
@@ -187,6 +187,19 @@ describe("DPO trainer", () => {
     await expect(resumed).rejects.toThrow(
       /the contents of the data files: "#aaaa" then, "#bbbb" now/,
     );
+  });
+
+  it("removes a killed run's half-written checkpoint when resuming", async () => {
+    const out = join(work, "partial");
+    const options = { maxSteps: 2, saveEvery: 1, runKey: "partial" };
+    await runSyntheticDpo(out, cacheDir, options);
+    rmSync(join(out, "checkpoint-2"), { recursive: true });
+    const partial = join(out, "checkpoint-2.tmp-99999");
+    mkdirSync(partial);
+    writeFileSync(join(partial, "adapter_model.safetensors"), "cut off");
+    await runSyntheticDpo(out, cacheDir, { ...options, resume: true });
+    expect(existsSync(partial)).toBe(false);
+    expect(existsSync(join(out, "checkpoint-2", "adapter_model.safetensors"))).toBe(true);
   });
 
   it("stops on a NaN loss and keeps the last good checkpoint", async () => {

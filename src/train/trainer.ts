@@ -157,6 +157,19 @@ function checkpointDirs(outDir: string): { step: number; dir: string }[] {
     .sort((a, b) => a.step - b.step);
 }
 
+/**
+ * Deletes the half-written checkpoint directories (`checkpoint-N.tmp-PID`) that a killed run
+ * leaves behind. The complete checkpoints before them are what a resume continues from.
+ */
+function removePartialCheckpoints(outDir: string): void {
+  for (const name of readdirSync(outDir)) {
+    if (/^checkpoint-\d+\.tmp-\d+$/.test(name)) {
+      rmSync(join(outDir, name), { recursive: true, force: true });
+      log.info({ dir: join(outDir, name) }, "removed a partly written checkpoint");
+    }
+  }
+}
+
 function meanMetrics(all: Metrics[]): Metrics {
   const out: Metrics = {};
   for (const m of all)
@@ -297,6 +310,7 @@ export class Trainer<E> {
       writeFileSync(this.metricsPath, "");
       return;
     }
+    removePartialCheckpoints(outDir);
     this.load(checkpoints.at(-1)!.dir);
   }
 
