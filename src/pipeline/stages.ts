@@ -40,6 +40,7 @@ import { trainScoreModel, type ScorePair } from "../train/score-train.js";
 import { trainSft, type SftExample } from "../train/sft.js";
 import {
   checkOutDir,
+  checkResume,
   flattenSettings,
   type TrainSummary,
   type TrainerOptions,
@@ -357,6 +358,13 @@ export async function runExpertStage(o: ExpertStageOptions): Promise<TrainSummar
   log.info({ expert: o.kind, train: train.length, eval: evalPairs.length }, "preference pairs");
 
   const scoreDir = o.kind === "safety" ? o.cost : o.reward;
+  const identity = runIdentity(
+    `expert-${o.kind}`,
+    o,
+    records.map((r) => r.id),
+    [base.directory, scoreDir],
+  );
+  checkResume(o.out, o.trainer.resume, identity);
   const prepare = async (ps: PreferencePair[]): Promise<ScoredPair[]> => {
     const tokenized = tokenize(ps, base.tokenizer, o.data);
     if (o.margin === "score") {
@@ -380,12 +388,7 @@ export async function runExpertStage(o: ExpertStageOptions): Promise<TrainSummar
     trainer: {
       ...o.trainer,
       outDir: o.out,
-      ...runIdentity(
-        `expert-${o.kind}`,
-        o,
-        records.map((r) => r.id),
-        [base.directory, scoreDir],
-      ),
+      ...identity,
     },
   });
   await base.model.release();
@@ -431,6 +434,13 @@ export async function runRouterStage(o: RouterStageOptions): Promise<TrainSummar
   const cache = new ValueCache(o.cacheDir);
   const experts = await loadExperts(base.model, o.safety, o.helpfulness);
   const records = await loadPku(o.data);
+  const identity = runIdentity("router", o, Object.keys(expertWeights(experts)), [
+    base.directory,
+    o.safety,
+    o.helpfulness,
+    o.cost,
+  ]);
+  checkResume(o.out, o.trainer.resume, identity);
 
   let dual: PreferencePair[];
   if (o.dual === "label") {
@@ -496,12 +506,7 @@ export async function runRouterStage(o: RouterStageOptions): Promise<TrainSummar
       trainer: {
         ...o.trainer,
         outDir: o.out,
-        ...runIdentity("router", o, Object.keys(expertWeights(experts)), [
-          base.directory,
-          o.safety,
-          o.helpfulness,
-          o.cost,
-        ]),
+        ...identity,
       },
       provenance: provenance(base.directory, o.safety, o.helpfulness),
     },
@@ -618,6 +623,8 @@ export async function runDpoStage(o: DpoStageOptions): Promise<TrainSummary> {
   const pairs = [...pairsFromPairwise(pairwise), ...buildHelpfulnessSet(pku).pairs];
   if (pairs.length === 0) throw new MidpoError(`no preference pairs in ${o.data.files.join(", ")}`);
   const { train, eval: evalPairs } = split(pairs, o.data, o.trainer.seed);
+  const identity = runIdentity("dpo", o, pairs.length, [base.directory]);
+  checkResume(o.out, o.trainer.resume, identity);
   const prepare = (ps: PreferencePair[]) =>
     referenceLogps(base.model, base.directory, tokenize(ps, base.tokenizer, o.data), cache);
   const { summary } = await trainDpo(base.model, await prepare(train), await prepare(evalPairs), {
@@ -626,7 +633,7 @@ export async function runDpoStage(o: DpoStageOptions): Promise<TrainSummary> {
     trainer: {
       ...o.trainer,
       outDir: o.out,
-      ...runIdentity("dpo", o, pairs.length, [base.directory]),
+      ...identity,
     },
   });
   await base.model.release();

@@ -253,6 +253,36 @@ export function checkOutDir(outDir: string, resume: boolean): void {
   }
 }
 
+/** Reads a checkpoint's trainer state, refusing one that another run wrote. */
+function readState(
+  dir: string,
+  run: { runKey: string; runSettings?: Record<string, string> },
+): TrainerState {
+  const state = JSON.parse(readFileSync(join(dir, STATE_FILE), "utf8")) as TrainerState;
+  const differences = settingsDifferences(state.runSettings, run.runSettings);
+  if (state.runKey !== run.runKey || differences !== "") {
+    throw new MidpoError(
+      `checkpoint ${dir} belongs to a run with different data, model or settings` +
+        (differences === "" ? "" : ` (${differences})`) +
+        `; rerun with the original arguments, or choose another --out to start over`,
+    );
+  }
+  return state;
+}
+
+/**
+ * Refuses a resume whose latest checkpoint another run wrote, as the trainer would. Stages
+ * call it before computing reference log-probs and scores, so that the refusal comes first.
+ */
+export function checkResume(
+  outDir: string,
+  resume: boolean,
+  run: { runKey: string; runSettings?: Record<string, string> },
+): void {
+  const latest = checkpointDirs(outDir).at(-1);
+  if (resume && latest !== undefined) readState(latest.dir, run);
+}
+
 export class Trainer<E> {
   private readonly optimizer: AdamW;
   private state: TrainerState;
@@ -315,15 +345,7 @@ export class Trainer<E> {
   }
 
   private load(dir: string): void {
-    const state = JSON.parse(readFileSync(join(dir, STATE_FILE), "utf8")) as TrainerState;
-    const differences = settingsDifferences(state.runSettings, this.options.runSettings);
-    if (state.runKey !== this.options.runKey || differences !== "") {
-      throw new MidpoError(
-        `checkpoint ${dir} belongs to a run with different data, model or settings` +
-          (differences === "" ? "" : ` (${differences})`) +
-          `; rerun with the original arguments, or choose another --out to start over`,
-      );
-    }
+    const state = readState(dir, this.options);
     const params = SafetensorsCheckpoint.open(join(dir, PARAMS_FILE));
     for (const [name, p] of this.task.params) p.data.set(params.readFloat32(name, p.dims));
     const moments = SafetensorsCheckpoint.open(join(dir, OPTIMIZER_FILE));
