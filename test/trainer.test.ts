@@ -174,6 +174,32 @@ describe("DPO trainer", () => {
     );
   });
 
+  it("resumes when only paths and the cache directory are written differently", async () => {
+    const out = join(work, "moved-paths");
+    const settings = (prefix: string) => ({
+      "trainer.lr": "0.02",
+      model: `"${prefix}model"`,
+      "data.files": `["${prefix}pairs.jsonl"]`,
+      cacheDir: `"${prefix}cache"`,
+      dataContents: '"#aaaa"',
+    });
+    await runSyntheticDpo(out, cacheDir, {
+      maxSteps: 2,
+      saveEvery: 1,
+      runKey: "relative",
+      runSettings: settings(""),
+    });
+    rmSync(join(out, "checkpoint-2"), { recursive: true });
+    const resumed = await runSyntheticDpo(out, cacheDir, {
+      maxSteps: 2,
+      saveEvery: 1,
+      resume: true,
+      runKey: "absolute",
+      runSettings: { ...settings("/abs/"), added: '"by a newer version"' },
+    });
+    expect(resumed.summary.steps).toBe(2);
+  });
+
   it("refuses a resume whose data files changed in place, under the same run key", async () => {
     const out = join(work, "edited-data");
     const settings = (contents: string) => ({ "trainer.lr": "0.02", dataContents: contents });

@@ -2,7 +2,7 @@
 // the first second with the key's path, not an hour later in the stage that reads it.
 
 import { existsSync, readFileSync } from "node:fs";
-import { dirname, isAbsolute, resolve } from "node:path";
+import { dirname, resolve } from "node:path";
 import { parse as parseYaml } from "yaml";
 import { z } from "zod";
 import { FILE_FORMATS } from "../data/read.js";
@@ -138,7 +138,9 @@ export type LoraSection = z.infer<typeof loraSchema>;
 
 /** Resolves relative paths in the config against the config file's directory. */
 function resolvePaths(config: PipelineConfig, base: string): PipelineConfig {
-  const r = (p: string) => (isAbsolute(p) ? p : resolve(base, p));
+  // resolve also normalises absolute paths ("/a/b/", "/a/../a/b"), so that one file written
+  // two ways gives the same stage hash.
+  const r = (p: string) => resolve(base, p);
   // A model whose first path segment is a directory next to the config is a path, even when
   // the rest is missing, so that resolveModel names the missing directory instead of asking
   // the hub for it.

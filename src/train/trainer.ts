@@ -201,6 +201,23 @@ export function flattenSettings(value: unknown): Record<string, string> {
   return out;
 }
 
+/**
+ * Settings that may differ between a run and its resume. Paths of models and data files may
+ * be written another way, as the contents of both are compared on their own. The cache and
+ * output directories do not change the results.
+ */
+const IGNORED_SETTINGS = new Set([
+  "model",
+  "data.files",
+  "extraSafety",
+  "safety",
+  "helpfulness",
+  "cost",
+  "reward",
+  "cacheDir",
+  "out",
+]);
+
 /** Names that differ from the flag's own, by the last part of a settings path. */
 const SETTING_NAMES: Record<string, string> = {
   files: "--data",
@@ -222,13 +239,10 @@ function settingName(path: string): string {
 }
 
 /** "a.b: 1 then, 2 now; ..." for the keys whose values differ, or "" when unknown. */
-function settingsDifferences(
-  before: Record<string, string> | undefined,
-  now: Record<string, string> | undefined,
-): string {
-  if (before === undefined || now === undefined) return "";
-  const keys = [...new Set([...Object.keys(before), ...Object.keys(now)])].filter(
-    (key) => before[key] !== now[key],
+function settingsDifferences(before: Record<string, string>, now: Record<string, string>): string {
+  // A key that one side lacks was added or removed by another midpo version: not a change.
+  const keys = Object.keys(before).filter(
+    (key) => key in now && !IGNORED_SETTINGS.has(key) && before[key] !== now[key],
   );
   const named = keys
     .slice(0, DIFFERENCES_NAMED)
@@ -258,13 +272,27 @@ function readState(
   dir: string,
   run: { runKey: string; runSettings?: Record<string, string> },
 ): TrainerState {
-  const state = JSON.parse(readFileSync(join(dir, STATE_FILE), "utf8")) as TrainerState;
-  const differences = settingsDifferences(state.runSettings, run.runSettings);
-  if (state.runKey !== run.runKey || differences !== "") {
+  const path = join(dir, STATE_FILE);
+  let state: TrainerState;
+  try {
+    state = JSON.parse(readFileSync(path, "utf8")) as TrainerState;
+  } catch (error) {
+    throw new MidpoError(
+      `cannot read ${path} (${(error as Error).message}); delete ${dir} to resume from the ` +
+        `checkpoint before it`,
+    );
+  }
+  // Checkpoints with run settings are compared by them, so that paths written another way
+  // and a new cache directory still resume. Older ones have only the key.
+  const differences =
+    state.runSettings !== undefined && run.runSettings !== undefined
+      ? settingsDifferences(state.runSettings, run.runSettings)
+      : null;
+  if (differences === null ? state.runKey !== run.runKey : differences !== "") {
     throw new MidpoError(
       `checkpoint ${dir} belongs to a run with different data, model or settings` +
-        (differences === "" ? "" : ` (${differences})`) +
-        `; rerun with the original arguments, or choose another --out to start over`,
+        (differences ? ` (${differences})` : "") +
+        `; rerun with the original arguments and files, or choose another --out to start over`,
     );
   }
   return state;
@@ -328,6 +356,7 @@ export class Trainer<E> {
   private prepareOutDir(): void {
     const { outDir, resume } = this.options;
     const checkpoints = checkpointDirs(outDir);
+    if (existsSync(outDir)) removePartialCheckpoints(outDir);
     if (!resume) {
       checkOutDir(outDir, resume);
       mkdirSync(outDir, { recursive: true });
@@ -340,7 +369,6 @@ export class Trainer<E> {
       writeFileSync(this.metricsPath, "");
       return;
     }
-    removePartialCheckpoints(outDir);
     this.load(checkpoints.at(-1)!.dir);
   }
 
