@@ -14,6 +14,7 @@ import type { RecordSchema } from "../data/validate.js";
 import { join } from "node:path";
 import { log } from "../log.js";
 import { contentHashes, hashKey } from "../train/cache.js";
+import { lockOutDir } from "../train/out-lock.js";
 import type { LossOptions } from "../train/losses.js";
 import type { LoraConfigOptions } from "../train/lora.js";
 import type { LoraSection, PipelineConfig, TrainerSection } from "./config.js";
@@ -176,7 +177,19 @@ export async function runPipeline(
   evaluate?: EvaluationRunner,
   sftExamples?: { prompt: string; response: string }[],
 ): Promise<PipelineResult> {
-  mkdirSync(config.out, { recursive: true });
+  const release = lockOutDir(config.out);
+  try {
+    return await runStages(config, evaluate, sftExamples);
+  } finally {
+    release();
+  }
+}
+
+async function runStages(
+  config: PipelineConfig,
+  evaluate?: EvaluationRunner,
+  sftExamples?: { prompt: string; response: string }[],
+): Promise<PipelineResult> {
   writeFileSync(join(config.out, "pipeline.json"), JSON.stringify(config, null, 2) + "\n");
   const runner = new StageRunner(config.out);
   const seed = config.seed;

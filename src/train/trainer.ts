@@ -24,6 +24,7 @@ import { log } from "../log.js";
 import { SafetensorsCheckpoint } from "../model/safetensors-checkpoint.js";
 import { writeSafetensors, type SafetensorsTensor } from "../model/safetensors.js";
 import { hashKey } from "./cache.js";
+import { lockOutDir } from "./out-lock.js";
 import { AdamW, clipGradNorm } from "./optimizer.js";
 import { Progress } from "./progress.js";
 import { learningRate, warmupStepsFromRatio, type ScheduleKind } from "./schedule.js";
@@ -454,6 +455,15 @@ export class Trainer<E> {
   }
 
   async run(): Promise<TrainSummary> {
+    const release = lockOutDir(this.options.outDir);
+    try {
+      return await this.runLocked();
+    } finally {
+      release();
+    }
+  }
+
+  private async runLocked(): Promise<TrainSummary> {
     this.prepareOutDir();
     const o = this.options;
     const total = this.state.totalSteps;

@@ -1,0 +1,46 @@
+// A lock file in an output directory, so that two processes never train into the same one:
+// their checkpoints and metrics would interleave. A lock whose process has ended, such as
+// one left by a killed run, is taken over.
+
+import { closeSync, mkdirSync, openSync, readFileSync, rmSync, writeSync } from "node:fs";
+import { join } from "node:path";
+import { MidpoError } from "../errors.js";
+
+const LOCK_FILE = ".midpo.lock";
+
+/**
+ * Takes the lock of `dir`, creating the directory if needed, and returns the function that
+ * releases it. Throws a MidpoError naming the other process when a live one has it.
+ */
+export function lockOutDir(dir: string): () => void {
+  mkdirSync(dir, { recursive: true });
+  const path = join(dir, LOCK_FILE);
+  for (let attempt = 0; attempt < 2; attempt++) {
+    try {
+      const fd = openSync(path, "wx");
+      writeSync(fd, `${process.pid}\n`);
+      closeSync(fd);
+      return () => rmSync(path, { force: true });
+    } catch (error) {
+      if ((error as NodeJS.ErrnoException).code !== "EEXIST") throw error;
+    }
+    const holder = Number.parseInt(readFileSync(path, "utf8"), 10);
+    if (Number.isInteger(holder) && holder !== process.pid && isAlive(holder)) {
+      throw new MidpoError(
+        `${dir} is in use by process ${holder}, which is writing to it. Wait for it to end, ` +
+          `or choose another --out. If no midpo process is running, delete ${path}.`,
+      );
+    }
+    rmSync(path, { force: true });
+  }
+  throw new MidpoError(`cannot take the lock ${path}; delete it if no midpo process is running`);
+}
+
+function isAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (error) {
+    return (error as NodeJS.ErrnoException).code === "EPERM";
+  }
+}
