@@ -228,6 +228,16 @@ describe("DPO trainer", () => {
     expect(existsSync(join(out, "checkpoint-2", "adapter_model.safetensors"))).toBe(true);
   });
 
+  it("names a corrupt trainer state and the checkpoint to delete", async () => {
+    const out = join(work, "corrupt-state");
+    const options = { maxSteps: 2, saveEvery: 1, runKey: "corrupt" };
+    await runSyntheticDpo(out, cacheDir, options);
+    writeFileSync(join(out, "checkpoint-2", "trainer_state.json"), '{"step": 2, "ep');
+    await expect(runSyntheticDpo(out, cacheDir, { ...options, resume: true })).rejects.toThrow(
+      /cannot read .*checkpoint-2\/trainer_state\.json .*; delete .*checkpoint-2 to resume from the checkpoint before it/,
+    );
+  });
+
   it("stops on a NaN loss and keeps the last good checkpoint", async () => {
     const out = join(work, "nan");
     // A learning rate of 1e30 makes the first update overflow the activations.
