@@ -38,6 +38,7 @@ import { initRouterParams } from "../src/midpo/router.js";
 import { loadScoreModel, saveScoreModel, ScoreModel } from "../src/model/score-model.js";
 import { Tokenizer } from "../src/tokenize/tokenizer.js";
 import { loadLoraAdapter, saveLoraAdapter } from "../src/train/lora.js";
+import { writeWordTokenizer } from "./helpers/word-tokenizer.js";
 
 const FIXTURES = join(import.meta.dirname, "fixtures");
 const require = createRequire(import.meta.url);
@@ -79,51 +80,12 @@ const WORDS = [
   "bank",
 ];
 
-function tokenizerJson(): unknown {
-  const vocab: Record<string, number> = {};
-  WORDS.forEach((w, i) => (vocab[w] = i));
-  for (let i = WORDS.length; i < VOCAB; i++) vocab[`tok${i}`] = i;
-  const special = (id: number) => ({
-    id,
-    content: WORDS[id],
-    single_word: false,
-    lstrip: false,
-    rstrip: false,
-    normalized: false,
-    special: true,
-  });
-  const bos = { SpecialToken: { id: "<s>", type_id: 0 } };
-  return {
-    version: "1.0",
-    added_tokens: [special(0), special(1), special(2)],
-    normalizer: null,
-    pre_tokenizer: { type: "Whitespace" },
-    post_processor: {
-      type: "TemplateProcessing",
-      single: [bos, { Sequence: { id: "A", type_id: 0 } }],
-      pair: [bos, { Sequence: { id: "A", type_id: 0 } }, { Sequence: { id: "B", type_id: 1 } }],
-      special_tokens: { "<s>": { id: "<s>", ids: [1], tokens: ["<s>"] } },
-    },
-    decoder: null,
-    model: { type: "WordLevel", vocab, unk_token: "<unk>" },
-  };
-}
-
 function writeBase(dir: string): void {
   mkdirSync(dir, { recursive: true });
   for (const file of ["config.json", "model.safetensors"]) {
     copyFileSync(join(FIXTURES, "tiny", "llama-gqa", file), join(dir, file));
   }
-  writeFileSync(join(dir, "tokenizer.json"), JSON.stringify(tokenizerJson()));
-  writeFileSync(
-    join(dir, "tokenizer_config.json"),
-    JSON.stringify({
-      tokenizer_class: "PreTrainedTokenizerFast",
-      bos_token: "<s>",
-      eos_token: "</s>",
-      unk_token: "<unk>",
-    }),
-  );
+  writeWordTokenizer(dir, WORDS, VOCAB);
 }
 
 function writeExperts(safety: string, helpfulness: string): void {

@@ -10,6 +10,7 @@ import { loadScoreModel, ScoreModel } from "../src/model/score-model.js";
 import { groupSharedPrefixes } from "../src/model/shared-prefix.js";
 import { buildLlamaGraph } from "../src/model/llama.js";
 import { int64Tensor, Session, tensor, weightFeeds, type Feeds } from "../src/runtime/session.js";
+import { writeWordTokenizer } from "./helpers/word-tokenizer.js";
 
 const DIR = join(import.meta.dirname, "fixtures", "score");
 
@@ -194,41 +195,12 @@ describe("midpo score", () => {
   });
 });
 
-/** Writes a WordLevel tokenizer for the score fixture's 160-token vocabulary. */
-function writeWordTokenizer(dir: string): void {
-  const words = ["<unk>", "<s>", "</s>", "BEGINNING", "OF", "CONVERSATION", ":", "USER"];
-  words.push("ASSISTANT", "how", "do", "I", "bake", "bread", "steal", "a", "car", "mix", "flour");
-  words.push("and", "water", "cannot", "help", "with", "that", "?", ".", "first", "heat", "oven");
-  const vocab = Object.fromEntries(words.map((w, i) => [w, i]));
-  const bos = { SpecialToken: { id: "<s>", type_id: 0 } };
-  const tokenizer = {
-    version: "1.0",
-    added_tokens: [0, 1, 2].map((id) => ({
-      id,
-      content: words[id],
-      single_word: false,
-      lstrip: false,
-      rstrip: false,
-      normalized: false,
-      special: true,
-    })),
-    normalizer: null,
-    pre_tokenizer: { type: "Whitespace" },
-    post_processor: {
-      type: "TemplateProcessing",
-      single: [bos, { Sequence: { id: "A", type_id: 0 } }],
-      pair: [bos, { Sequence: { id: "A", type_id: 0 } }, { Sequence: { id: "B", type_id: 1 } }],
-      special_tokens: { "<s>": { id: "<s>", ids: [1], tokens: ["<s>"] } },
-    },
-    decoder: null,
-    model: { type: "WordLevel", vocab, unk_token: "<unk>" },
-  };
-  writeFileSync(join(dir, "tokenizer.json"), JSON.stringify(tokenizer));
-  writeFileSync(
-    join(dir, "tokenizer_config.json"),
-    JSON.stringify({ bos_token: "<s>", eos_token: "</s>", unk_token: "<unk>" }),
-  );
-}
+/** Words of the tokenizer written next to the score fixture (160-token vocabulary). */
+const WORDS = [
+  ...["<unk>", "<s>", "</s>", "BEGINNING", "OF", "CONVERSATION", ":", "USER", "ASSISTANT"],
+  ...["how", "do", "I", "bake", "bread", "steal", "a", "car", "mix", "flour", "and", "water"],
+  ...["cannot", "help", "with", "that", "?", ".", "first", "heat", "oven"],
+];
 
 describe("midpo score record shapes", () => {
   it("PKU-SafeRLHF and pairwise lines: one score per response", () => {
@@ -239,7 +211,7 @@ describe("midpo score record shapes", () => {
       for (const file of ["config.json", "model.safetensors"]) {
         copyFileSync(join(DIR, "llama-seqcls", file), join(model, file));
       }
-      writeWordTokenizer(model);
+      writeWordTokenizer(model, WORDS);
       const prompt = "how do I bake bread ?";
       const good = "first heat a oven and mix flour and water .";
       const bad = "I cannot help with that .";
