@@ -7,6 +7,7 @@ import { accessSync, constants, createWriteStream, existsSync, statSync } from "
 import { mkdir, readdir, rename, rm } from "node:fs/promises";
 import { dirname, join, resolve } from "node:path";
 import { MidpoError } from "../errors.js";
+import { isRunning } from "../process.js";
 import { once } from "node:events";
 import type { PreferencePair } from "./types.js";
 
@@ -76,15 +77,6 @@ async function removeStaleTemporaries(dir: string, files: readonly OutputFile[])
     const match = /^\.(.+)\.tmp-(\d+)-[0-9a-f]{8}$/.exec(entry);
     if (match === null || !names.has(match[1]) || isRunning(Number(match[2]))) continue;
     await rm(join(dir, entry), { force: true });
-  }
-}
-
-function isRunning(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (error) {
-    return (error as NodeJS.ErrnoException).code === "EPERM";
   }
 }
 

@@ -5,6 +5,7 @@
 import { closeSync, mkdirSync, openSync, readFileSync, rmSync, writeSync } from "node:fs";
 import { join } from "node:path";
 import { MidpoError } from "../errors.js";
+import { isRunning } from "../process.js";
 
 const LOCK_FILE = ".midpo.lock";
 
@@ -24,8 +25,10 @@ export function lockOutDir(dir: string): () => void {
     } catch (error) {
       if ((error as NodeJS.ErrnoException).code !== "EEXIST") throw error;
     }
-    const holder = Number.parseInt(readFileSync(path, "utf8"), 10);
-    if (Number.isInteger(holder) && holder !== process.pid && isAlive(holder)) {
+    const holder = readHolder(path);
+    // NOTE: a lock file that another process has created but not yet written reads as no
+    // holder and is taken over. Two runs started within that instant can both proceed.
+    if (holder !== undefined && holder !== process.pid && isRunning(holder)) {
       throw new MidpoError(
         `${dir} is in use by process ${holder}, which is writing to it. Wait for it to end, ` +
           `or choose another --out. If no midpo process is running, delete ${path}.`,
@@ -33,14 +36,16 @@ export function lockOutDir(dir: string): () => void {
     }
     rmSync(path, { force: true });
   }
-  throw new MidpoError(`cannot take the lock ${path}; delete it if no midpo process is running`);
+  throw new MidpoError(`failed to take the lock ${path}; delete it if no midpo process is running`);
 }
 
-function isAlive(pid: number): boolean {
+/** Returns the process id written in a lock file, or undefined when it is gone or empty. */
+function readHolder(path: string): number | undefined {
   try {
-    process.kill(pid, 0);
-    return true;
+    const pid = Number.parseInt(readFileSync(path, "utf8"), 10);
+    return Number.isInteger(pid) ? pid : undefined;
   } catch (error) {
-    return (error as NodeJS.ErrnoException).code === "EPERM";
+    if ((error as NodeJS.ErrnoException).code === "ENOENT") return undefined;
+    throw error;
   }
 }
