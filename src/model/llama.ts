@@ -396,20 +396,19 @@ class LlamaBuilder {
     const lastMask = g.input("last_token_mask", this.dtype, ["batch", "seq"]);
     const end = op.argMax(lastMask, 1); // [B]
 
-    // Row b's position end[b] is row b * S + end[b] of the flattened [B * S, ...] tensors.
-    const zero = op.scalar(g, 0, "int64");
-    const one = op.scalar(g, 1, "int64");
-    const seq = op.reshape(op.shapeOf(inputs.inputIds, 1, 2), []);
-    const rows = op.reshape(op.shapeOf(inputs.inputIds, 0, 1), []);
-    const flat = op.unsqueeze(op.add(op.mul(op.range(zero, rows, one), seq), end), [1]); // [B, 1]
+    const flat = op.unsqueeze(op.add(this.rowStarts(inputs.inputIds), end), [1]); // [B, 1]
     const pick = (t: Tensor) => op.gather(op.reshape(t, [-1, c.hiddenSize]), flat, 0); // [B, 1, H]
     const endPositions = op.gather(op.reshape(inputs.positionIds, [-1]), flat, 0); // [B, 1]
 
     // The end query attends to key t when t is not padding and t <= past + end.
+    const zero = op.scalar(g, 0, "int64");
+    const one = op.scalar(g, 1, "int64");
+    const seq = op.reshape(op.shapeOf(inputs.inputIds, 1, 2), []);
     const total = op.reshape(op.shapeOf(inputs.attentionMask, 1, 2), []);
     const keyIdx = op.unsqueeze(op.range(zero, total, one), [0]); // [1, T]
     const queryIdx = op.unsqueeze(op.add(end, op.sub(total, seq)), [1]); // [B, 1]
-    const visible = op.and(op.cast(inputs.attentionMask, "bool"), op.lessOrEqual(keyIdx, queryIdx)); // [B, T]
+    const causal = op.lessOrEqual(keyIdx, queryIdx); // [B, T]
+    const visible = op.and(op.cast(inputs.attentionMask, "bool"), causal);
     const bias = op.reshape(
       op.where(visible, this.scalar(0), this.scalar(-1e30)),
       [0, 1, 1, 1, -1],
@@ -424,6 +423,19 @@ class LlamaBuilder {
     let h = op.add(pick(x), attn); // [B, 1, H]
     h = op.add(h, this.mlp(layer, this.rmsNorm(h, `${p}.post_attention_layernorm.weight`)));
     return op.reshape(this.rmsNorm(h, "model.norm.weight"), [-1, c.hiddenSize]);
+  }
+
+  /**
+   * Returns b * S for each row b of `inputIds` [B, S]: where row b starts in tensors
+   * flattened to [B * S, ...]. [B], int64.
+   */
+  private rowStarts(inputIds: Tensor): Tensor {
+    const g = this.g;
+    const seq = op.shapeOf(inputIds, 1, 2); // [1]
+    const rows = op.reshape(op.shapeOf(inputIds, 0, 1), []);
+    const zero = op.scalar(g, 0, "int64");
+    const one = op.scalar(g, 1, "int64");
+    return op.mul(op.range(zero, rows, one), seq);
   }
 
   private lmHeadWeight(): Tensor {
@@ -551,13 +563,8 @@ class LlamaBuilder {
       }
       case "position-logprobs": {
         const positions = g.input("logit_positions", "int64", ["batch", "picked"]);
-        // Row b's position t is row b * S + t of the flattened [B * S, H] hidden states.
-        const seq = op.shapeOf(inputIds, 1, 2); // [1]
-        const rows = op.shapeOf(inputIds, 0, 1);
-        const zero = op.scalar(g, 0, "int64");
         const one = op.scalar(g, 1, "int64");
-        const rowStarts = op.mul(op.range(zero, op.reshape(rows, []), one), seq); // [B]
-        const flat = op.add(positions, op.unsqueeze(rowStarts, [1])); // [B, P]
+        const flat = op.add(positions, op.unsqueeze(this.rowStarts(inputIds), [1])); // [B, P]
         const hidden = op.gather(op.reshape(x, [-1, this.c.hiddenSize]), flat, 0); // [B, P, H]
         const targets = op.gather(op.reshape(inputIds, [-1]), op.add(flat, one), 0); // [B, P]
         g.output("token_logprobs", this.logprobHead(hidden, targets));
