@@ -46,7 +46,7 @@ describe("read flags of the training commands", () => {
     expect(dataFrom(command.opts(), ["a.jsonl"]).load).toEqual({ strict: false });
   });
 
-  it("leaves default read flags out, so that older runs keep their run keys", () => {
+  it("leaves default flags out", () => {
     expect(parse([])).toEqual({ strict: false });
   });
 });

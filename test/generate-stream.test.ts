@@ -31,7 +31,7 @@ describe("streamableLength", () => {
 });
 
 describe("midpo generate prompt flags", () => {
-  it("refuses --prompt together with --prompt-ids", () => {
+  it("rejects both prompt flags", () => {
     const bin = join(import.meta.dirname, "..", "bin", "midpo.js");
     const model = join(import.meta.dirname, "fixtures", "tiny", "llama-gqa");
     const args = ["generate", "--model", model, "--prompt", "hi", "--prompt-ids", "1,2"];

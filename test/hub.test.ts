@@ -383,7 +383,7 @@ describe("resolveModel with local paths", () => {
     expect(hub.countRequests()).toBe(0);
   });
 
-  it("names a missing directory under an existing one instead of asking the hub", async () => {
+  it("names a missing subdirectory", async () => {
     // "test" exists in the working directory of the tests, the repository root.
     await expect(resolveModel("test/no-such-model", options())).rejects.toThrow(
       /Model directory .*test\/no-such-model does not exist, although .*test does\. Check the path\. If you meant the hub id test\/no-such-model, write it as test\/no-such-model@main/,

@@ -1,5 +1,5 @@
-// The output-directory lock: refused while another live process holds it, taken over from a
-// process that has ended, released when the holder is done.
+// The output-directory lock: rejected while another live process has it, taken over from a
+// process that has ended, released when its owner is done.
 
 import { spawnSync } from "node:child_process";
 import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
@@ -12,7 +12,7 @@ const work = mkdtempSync(join(tmpdir(), "midpo-lock-"));
 afterAll(() => rmSync(work, { recursive: true, force: true }));
 
 describe("lockOutDir", () => {
-  it("creates the directory, holds the lock and releases it", () => {
+  it("takes and releases the lock", () => {
     const dir = join(work, "new", "out");
     const release = lockOutDir(dir);
     expect(readFileSync(join(dir, ".midpo.lock"), "utf8")).toBe(`${process.pid}\n`);
@@ -20,7 +20,7 @@ describe("lockOutDir", () => {
     expect(existsSync(join(dir, ".midpo.lock"))).toBe(false);
   });
 
-  it("refuses a directory that a live process holds, naming it", () => {
+  it("rejects a live holder", () => {
     const dir = join(work, "held");
     lockOutDir(dir)();
     // Process 1 is alive on every Linux machine.
@@ -28,7 +28,7 @@ describe("lockOutDir", () => {
     expect(() => lockOutDir(dir)).toThrow(/held is in use by process 1, .* delete .*\.midpo\.lock/);
   });
 
-  it("takes over the lock of a process that has ended", () => {
+  it("takes over a stale lock", () => {
     const dir = join(work, "stale");
     lockOutDir(dir)();
     const ended = spawnSync(process.execPath, ["-e", "process.stdout.write(String(process.pid))"], {

@@ -108,7 +108,7 @@ describe("pipeline config", () => {
     expect(parse("models/tiny@main")).toBe("models/tiny@main");
   });
 
-  it("accepts the read settings of midpo data and rejects an unknown field name", () => {
+  it("validates the data read settings", () => {
     const data = { files: ["a.jsonl"], format: "pairwise", fields: { chosen: "good" } };
     const config = parsePipelineConfig({ out: "run", model: "org/m", data }, "m.yaml", "/");
     expect(config.data.fields).toEqual({ chosen: "good" });
@@ -118,16 +118,16 @@ describe("pipeline config", () => {
     ).toThrow(/data.fields.choosen: unknown field "choosen"; fields are prompt/);
   });
 
-  it("moves a stage whose settings changed aside instead of deleting it", async () => {
+  it("keeps a redone stage aside", async () => {
     const out = join(work, "retire");
     const runner = new StageRunner(out);
     await runner.run("02-reward", "hash-a", async (dir) => writeFileSync(join(dir, "w.txt"), "a"));
     await new StageRunner(out).run("02-reward", "hash-b", async (dir) => {
       writeFileSync(join(dir, "w.txt"), "b");
     });
-    const kept = readdirSync(out).filter((name) => name.startsWith("02-reward.replaced-"));
-    expect(kept.length).toBe(1);
-    expect(readFileSync(join(out, kept[0], "w.txt"), "utf8")).toBe("a");
+    const replaced = readdirSync(out).filter((name) => name.startsWith("02-reward.replaced-"));
+    expect(replaced.length).toBe(1);
+    expect(readFileSync(join(out, replaced[0], "w.txt"), "utf8")).toBe("a");
     expect(readFileSync(join(out, "02-reward", "w.txt"), "utf8")).toBe("b");
   });
 

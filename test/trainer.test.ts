@@ -131,7 +131,7 @@ describe("DPO trainer", () => {
     );
   });
 
-  it("refuses an earlier run's --out before loading the model or the data", async () => {
+  it("rejects a used --out before loading", async () => {
     const { trainer } = trainerOptionsFor(join(work, "learn"));
     const stage = runDpoStage({
       model: join(work, "no-such-model"),
@@ -150,7 +150,7 @@ describe("DPO trainer", () => {
     await expect(stage).rejects.toThrow(/learn already has checkpoints/);
   });
 
-  it("names the settings that differ when a resume does not match its checkpoint", async () => {
+  it("names differing settings on resume", async () => {
     const out = join(work, "mismatch");
     const settings = (lr: string) => ({
       stage: '"dpo"',
@@ -174,7 +174,7 @@ describe("DPO trainer", () => {
     );
   });
 
-  it("resumes when only paths and the cache directory are written differently", async () => {
+  it("resumes with paths written differently", async () => {
     const out = join(work, "moved-paths");
     const settings = (prefix: string) => ({
       "trainer.lr": "0.02",
@@ -200,7 +200,7 @@ describe("DPO trainer", () => {
     expect(resumed.summary.steps).toBe(2);
   });
 
-  it("refuses a resume whose data files changed in place, under the same run key", async () => {
+  it("rejects data edited in place", async () => {
     const out = join(work, "edited-data");
     const settings = (contents: string) => ({ "trainer.lr": "0.02", dataContents: contents });
     const options = { maxSteps: 2, saveEvery: 1, runKey: "same" };
@@ -215,7 +215,7 @@ describe("DPO trainer", () => {
     );
   });
 
-  it("removes a killed run's half-written checkpoint when resuming", async () => {
+  it("removes partial checkpoints on resume", async () => {
     const out = join(work, "partial");
     const options = { maxSteps: 2, saveEvery: 1, runKey: "partial" };
     await runSyntheticDpo(out, cacheDir, options);
@@ -228,7 +228,7 @@ describe("DPO trainer", () => {
     expect(existsSync(join(out, "checkpoint-2", "adapter_model.safetensors"))).toBe(true);
   });
 
-  it("names a corrupt trainer state and the checkpoint to delete", async () => {
+  it("names a corrupt trainer state", async () => {
     const out = join(work, "corrupt-state");
     const options = { maxSteps: 2, saveEvery: 1, runKey: "corrupt" };
     await runSyntheticDpo(out, cacheDir, options);

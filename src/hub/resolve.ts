@@ -255,9 +255,9 @@ async function useCacheWhenUnreachable(
 }
 
 /**
- * A hub id `org/name` whose `org` is a local directory is almost always a mistyped path such as
- * `models/tiny`: report the missing directory instead of asking the hub for it. `org/name@revision` still reaches the
- * hub, for the rare user whose working directory has a folder named like the organisation.
+ * Rejects a path that does not exist, and a hub id `org/name` whose `org` is a local directory,
+ * which is usually a mistyped path such as `models/tiny`. `org/name@revision` still
+ * reaches the hub, for a user whose working directory has a folder named like the organisation.
  */
 async function rejectMissingSubdirectory(model: string): Promise<void> {
   if (/^(\.|~|\/)/.test(model) || model.includes("\\")) {

@@ -138,7 +138,7 @@ export type LoraSection = z.infer<typeof loraSchema>;
 
 /** Resolves relative paths in the config against the config file's directory. */
 function resolvePaths(config: PipelineConfig, base: string): PipelineConfig {
-  // resolve also normalises absolute paths ("/a/b/", "/a/../a/b"), so that one file written
+  // path.resolve also normalises absolute paths ("/a/b/", "/a/../a/b"), so that one file written
   // two ways gives the same stage hash.
   const r = (p: string) => resolve(base, p);
   // A model whose first path segment is a directory next to the config is a path, even when

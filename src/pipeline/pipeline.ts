@@ -115,14 +115,14 @@ export class StageRunner {
         this.records.push(previous);
         return previous;
       }
-      const keptAt = retire(dir);
-      log.warn({ stage: name, keptAt }, "stage settings or inputs changed; redoing it");
+      const movedTo = retire(dir);
+      log.warn({ stage: name, movedTo }, "stage settings or inputs changed; redoing it");
     } else if (existsSync(join(dir, "stage-hash.txt"))) {
       const started = readFileSync(join(dir, "stage-hash.txt"), "utf8").trim();
       if (started !== hash) {
-        const keptAt = retire(dir);
+        const movedTo = retire(dir);
         log.warn(
-          { stage: name, keptAt },
+          { stage: name, movedTo },
           "an interrupted stage had other settings; starting it over",
         );
       } else {

@@ -153,20 +153,20 @@ export async function cachedEndScores(
   return values;
 }
 
-/** Fails before any loading when a score model directory given as --`kind` is missing. */
+/** Raises a MidpoError before any loading when the --`kind` score model directory is missing. */
 function checkScoreModelDir(dir: string | undefined, kind: "reward" | "cost"): void {
   if (dir !== undefined && !existsSync(join(dir, "config.json"))) {
+    const problem = existsSync(dir) ? "has no config.json" : "was not found";
     throw new MidpoError(
-      `${kind} model ${dir} ${existsSync(dir) ? "has no config.json" : "does not exist"}; ` +
-        `pass the directory that train-score --kind ${kind} wrote`,
+      `${kind} model ${dir} ${problem}. Pass the directory that train-score --kind ${kind} wrote.`,
     );
   }
 }
 
 /**
- * The trainer's run key and run settings: everything that must match for --resume to
- * continue a run. The resume flag itself is left out, since it differs between the first run
- * and its resume.
+ * Returns the trainer's run key and run settings: everything that must match for --resume to
+ * continue a run. The resume flag itself is left out, because it differs between the first
+ * run and its resume.
  */
 function runIdentity(
   stage: string,
@@ -185,9 +185,8 @@ function runIdentity(
     extra,
   };
   // The key keeps the layout it had before the settings existed, so that older checkpoints
-  // still resume. The settings add the contents of the data files and of the model, score
-  // model and adapter directories: a file changed in place between a run and its resume is
-  // refused too.
+  // still resume. The settings add hashes of the data files and of the model, score model and
+  // adapter directories, so that a file changed in place before a resume is rejected too.
   const files = [...options.data.files, ...(options.extraSafety ?? [])].filter(existsSync);
   return {
     runKey: hashKey(identity),
@@ -348,8 +347,8 @@ export async function runExpertStage(o: ExpertStageOptions): Promise<TrainSummar
   const records = await loadPku(o.data);
   let pairs = (o.kind === "safety" ? buildSafetySet(records) : buildHelpfulnessSet(records)).pairs;
   if (o.kind === "safety" && o.extraSafety && o.extraSafety.length > 0) {
-    // Extra files have their own schema (hh-rlhf or pairwise): the read settings of the main
-    // files do not apply to them, except strictness.
+    // Extra files have their own schema (hh-rlhf or pairwise), so only strictness carries over
+    // from the read settings of the main files.
     const { pairwise } = await loadDataset(o.extraSafety, { strict: o.data.load?.strict });
     pairs = [...pairs, ...pairsFromPairwise(pairwise)];
   }

@@ -1,5 +1,5 @@
-// A lock file in an output directory, so that two processes never train into the same one:
-// their checkpoints and metrics would interleave. A lock whose process has ended, such as
+// A lock file in an output directory, so that two processes do not train into the same one,
+// because their checkpoints and metrics would interleave. A lock whose process has ended, such as
 // one left by a killed run, is taken over.
 
 import { closeSync, mkdirSync, openSync, readFileSync, rmSync, writeSync } from "node:fs";

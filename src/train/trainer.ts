@@ -63,8 +63,8 @@ export interface TrainerOptions {
   /** Hash of everything that must match for a resume to be valid (data, model, settings). */
   runKey: string;
   /**
-   * The settings, flattened by flattenSettings, with the data files' contents. Checkpoints keep it, so that a resume
-   * with other settings can name the ones that differ.
+   * Flattened settings (see flattenSettings) with hashes of the input files' contents.
+   * Checkpoints store them, so that a resume with other settings can name the ones that differ.
    */
   runSettings?: Record<string, string>;
 }
@@ -179,7 +179,7 @@ function meanMetrics(all: Metrics[]): Metrics {
 }
 
 /** Values longer than this are kept as a hash in flattened settings. */
-const LONGEST_SETTING = 240;
+const MAX_SETTING_LENGTH = 240;
 /** Differences named in a resume error; the rest are counted. */
 const DIFFERENCES_NAMED = 4;
 
@@ -196,7 +196,7 @@ export function flattenSettings(value: unknown): Record<string, string> {
       return;
     }
     const text = JSON.stringify(v) ?? "undefined";
-    out[path] = text.length <= LONGEST_SETTING ? text : `#${hashKey(text).slice(0, 12)}`;
+    out[path] = text.length <= MAX_SETTING_LENGTH ? text : `#${hashKey(text).slice(0, 12)}`;
   };
   visit(value, "");
   return out;
@@ -239,24 +239,22 @@ function settingName(path: string): string {
   return SETTING_NAMES[last] ?? `--${last.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`)}`;
 }
 
-/** "a.b: 1 then, 2 now; ..." for the keys whose values differ, or "" when unknown. */
+/** Describes the settings whose values differ ("--lr: 1 then, 2 now; ..."), or returns "". */
 function settingsDifferences(before: Record<string, string>, now: Record<string, string>): string {
-  // A key that one side lacks was added or removed by another midpo version: not a change.
+  // A key that one side lacks was added or removed by another midpo version, so it is no change.
   const keys = Object.keys(before).filter(
     (key) => key in now && !IGNORED_SETTINGS.has(key) && before[key] !== now[key],
   );
   const named = keys
     .slice(0, DIFFERENCES_NAMED)
-    .map(
-      (key) => `${settingName(key)}: ${before[key] ?? "unset"} then, ${now[key] ?? "unset"} now`,
-    );
+    .map((key) => `${settingName(key)}: ${before[key]} then, ${now[key]} now`);
   if (keys.length > DIFFERENCES_NAMED) named.push(`${keys.length - DIFFERENCES_NAMED} more`);
   return named.join("; ");
 }
 
 /**
- * Refuses an output directory with an earlier run's checkpoints unless resuming. The
- * stages call it before their costly preparation too, so that the refusal comes first.
+ * Rejects an output directory with an earlier run's checkpoints unless resuming. The stages
+ * call it before their costly preparation too, so that this error comes first.
  */
 export function checkOutDir(outDir: string, resume: boolean): void {
   const checkpoints = checkpointDirs(outDir);
@@ -268,7 +266,7 @@ export function checkOutDir(outDir: string, resume: boolean): void {
   }
 }
 
-/** Reads a checkpoint's trainer state, refusing one that another run wrote. */
+/** Reads a checkpoint's trainer state, and raises a MidpoError when another run wrote it. */
 function readState(
   dir: string,
   run: { runKey: string; runSettings?: Record<string, string> },
@@ -300,8 +298,8 @@ function readState(
 }
 
 /**
- * Refuses a resume whose latest checkpoint another run wrote, as the trainer would. Stages
- * call it before computing reference log-probs and scores, so that the refusal comes first.
+ * Rejects a resume whose latest checkpoint another run wrote, as the trainer would. Stages
+ * call it before computing reference log-probs and scores, so that this error comes first.
  */
 export function checkResume(
   outDir: string,
@@ -386,9 +384,9 @@ export class Trainer<E> {
     }
     this.optimizer.loadState({ step: state.step, expAvg, expAvgSq });
     this.rng.setState(state.rngState);
-    // A checkpoint written before run settings existed takes the current ones, so that the
-    // checkpoints this run writes from now on carry them.
-    this.state = { ...state, runSettings: state.runSettings ?? this.options.runSettings };
+    // The current settings matched the checkpoint's, so later checkpoints store the current
+    // ones: paths as written now, and settings for checkpoints written before they existed.
+    this.state = { ...state, runSettings: this.options.runSettings ?? state.runSettings };
 
     // Drop log lines written after this checkpoint: the resumed run writes them again.
     const kept = existsSync(this.metricsPath)
