@@ -3,7 +3,7 @@
 // take the same ones.
 
 import { Command, Option } from "commander";
-import type { LoadOptions } from "../data/load.js";
+import { withoutDefaults, type LoadOptions } from "../data/load.js";
 import { FILE_FORMATS, type FileFormat } from "../data/read.js";
 import {
   DEFAULT_FIELDS,
@@ -50,19 +50,17 @@ export function addReadOptions(command: Command): Command {
 }
 
 /**
- * Returns the load options of the flags. Flags left at their defaults are left out, so that
- * the run keys of training runs started before these flags existed stay the same and such
- * runs still resume.
+ * Returns the load options of the flags, without those left at their defaults, so that the
+ * run keys of training runs started before these flags existed stay the same.
  */
 export function readOptionsFrom(opts: ReadFlags): LoadOptions {
-  const fields = parseFieldMappings(opts.field);
-  return {
+  return withoutDefaults({
     strict: opts.strict,
-    ...(opts.format !== "auto" ? { schema: opts.format } : {}),
-    ...(opts.fileFormat !== undefined ? { fileFormat: opts.fileFormat } : {}),
-    ...(opts.split !== undefined ? { split: opts.split } : {}),
-    ...(Object.keys(fields).length > 0 ? { fields } : {}),
-  };
+    schema: opts.format,
+    fileFormat: opts.fileFormat,
+    split: opts.split,
+    fields: parseFieldMappings(opts.field),
+  });
 }
 
 function parseFieldMappings(mappings: readonly string[]): Partial<FieldNames> {

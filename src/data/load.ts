@@ -42,6 +42,21 @@ export interface LoadOptions {
   examplesPerReason?: number;
 }
 
+/**
+ * Returns `options` without the settings left at their defaults. Run keys and stage hashes
+ * hash load options, so this keeps the hashes of runs made before a setting existed.
+ */
+export function withoutDefaults(options: LoadOptions & { strict: boolean }): LoadOptions {
+  const { strict, schema, fileFormat, split, fields } = options;
+  return {
+    strict,
+    ...(schema !== undefined && schema !== "auto" ? { schema } : {}),
+    ...(fileFormat !== undefined ? { fileFormat } : {}),
+    ...(split !== undefined ? { split } : {}),
+    ...(fields !== undefined && Object.keys(fields).length > 0 ? { fields } : {}),
+  };
+}
+
 export interface FileLoadSummary {
   file: string;
   format: FileFormat;

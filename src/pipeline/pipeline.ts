@@ -8,7 +8,7 @@
 // inputs changed, after moving its directory aside.
 
 import { existsSync, mkdirSync, readFileSync, renameSync, writeFileSync } from "node:fs";
-import type { LoadOptions } from "../data/load.js";
+import { withoutDefaults, type LoadOptions } from "../data/load.js";
 import type { FileFormat } from "../data/read.js";
 import type { RecordSchema } from "../data/validate.js";
 import { join } from "node:path";
@@ -158,18 +158,15 @@ export type EvaluationRunner = (options: {
   baselines: boolean;
 }) => Promise<unknown>;
 
-/**
- * Returns the config's read settings as load options. Settings left at their defaults are left out,
- * so that the stage hashes of runs made before they existed stay the same.
- */
+/** Returns the config's read settings as load options (see withoutDefaults). */
 function readOptions(data: PipelineConfig["data"]): LoadOptions {
-  return {
+  return withoutDefaults({
     strict: data.strict,
-    ...(data.format !== "auto" ? { schema: data.format as RecordSchema } : {}),
-    ...(data.file_format !== undefined ? { fileFormat: data.file_format as FileFormat } : {}),
-    ...(data.split !== undefined ? { split: data.split } : {}),
-    ...(Object.keys(data.fields).length > 0 ? { fields: data.fields } : {}),
-  };
+    schema: data.format as RecordSchema | "auto",
+    fileFormat: data.file_format as FileFormat | undefined,
+    split: data.split,
+    fields: data.fields,
+  });
 }
 
 export async function runPipeline(
