@@ -113,7 +113,8 @@ export function contentHashes(paths: readonly string[], label = "input"): string
       for (const name of readdirSync(path).sort())
         hash.update(name).update(contentHashes([join(path, name)], label)[0]);
     } else {
-      hash.update(readFileSync(path));
+      // In chunks, because readFileSync rejects files over 2 GiB.
+      hashFile(path, hash);
     }
     return hash.digest("hex");
   });
